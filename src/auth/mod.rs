@@ -1,0 +1,1 @@
+//! SASL mechanisms (PLAIN, LOGIN; XOAUTH2 later) and the credentials they carry.

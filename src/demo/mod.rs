@@ -1,0 +1,1 @@
+//! The in-process loopback relay behind `provider: demo`.

@@ -1,0 +1,1 @@
+//! Every metric smtp-canary exports, defined in one place.

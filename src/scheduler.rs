@@ -1,0 +1,1 @@
+//! One task per mailbox: jittered schedule, never overlapping, skips counted.

@@ -1,0 +1,1 @@
+//! The HTTP side: /metrics, health, readiness, reload and the status page.
