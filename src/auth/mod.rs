@@ -1,1 +1,130 @@
-//! SASL mechanisms (PLAIN, LOGIN; XOAUTH2 later) and the credentials they carry.
+//! SASL for SMTP AUTH: the credentials a probe carries and the exact bytes each mechanism
+//! sends. Payloads are secrets: they are built here, written to the wire by the session,
+//! and never shown anywhere (the transcript records `<redacted>` in their place).
+//!
+//! XOAUTH2 tokens come from an OAuth 2.0 endpoint; fetching them is a later addition that
+//! plugs in as another [`Credentials`] source.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+
+use crate::config::{AuthConfig, Mechanism, Secret};
+
+/// What a probe authenticates with.
+#[derive(Debug, Clone)]
+pub enum Credentials {
+    None,
+    Password { username: String, password: Secret },
+    /// An OAuth 2.0 access token for XOAUTH2.
+    Bearer { username: String, token: Secret },
+}
+
+impl Credentials {
+    /// The credentials configured for a mailbox that needs no token fetch.
+    pub fn from_config(auth: &AuthConfig) -> Credentials {
+        match auth {
+            AuthConfig::None => Credentials::None,
+            AuthConfig::Password { username, password } => Credentials::Password {
+                username: username.clone(),
+                password: password.clone(),
+            },
+            // The token is fetched per probe by the OAuth seam; until then there is none.
+            AuthConfig::OAuth2 { .. } => Credentials::None,
+        }
+    }
+
+    /// Mechanisms these credentials can use, best first.
+    pub fn mechanisms(&self) -> &'static [Mechanism] {
+        match self {
+            Credentials::None => &[],
+            Credentials::Password { .. } => &[Mechanism::Plain, Mechanism::Login],
+            Credentials::Bearer { .. } => &[Mechanism::Xoauth2],
+        }
+    }
+
+    /// Picks the mechanism: the forced one if any (when usable), else the best one the
+    /// server offers.
+    pub fn choose(&self, forced: Option<Mechanism>, offered: &[&str]) -> Option<Mechanism> {
+        let usable = self.mechanisms();
+        let is_offered = |m: Mechanism| offered.iter().any(|o| o.eq_ignore_ascii_case(m.as_str()));
+        match forced {
+            Some(m) => (usable.contains(&m) && is_offered(m)).then_some(m),
+            None => usable.iter().copied().find(|m| is_offered(*m)),
+        }
+    }
+}
+
+/// One client step of a SASL exchange: the line to send (without CRLF).
+pub struct Step(pub Secret);
+
+/// The initial `AUTH` command line (with initial response where the mechanism has one)
+/// and the responses to the server's `334` challenges, in order.
+pub fn exchange(mech: Mechanism, creds: &Credentials) -> Option<(Secret, Vec<Step>)> {
+    match (mech, creds) {
+        (Mechanism::Plain, Credentials::Password { username, password }) => {
+            let ir = B64.encode(format!("\0{username}\0{}", password.expose()));
+            Some((Secret::new(format!("AUTH PLAIN {ir}")), Vec::new()))
+        }
+        (Mechanism::Login, Credentials::Password { username, password }) => Some((
+            Secret::new("AUTH LOGIN".to_owned()),
+            vec![
+                Step(Secret::new(B64.encode(username))),
+                Step(Secret::new(B64.encode(password.expose()))),
+            ],
+        )),
+        (Mechanism::Xoauth2, Credentials::Bearer { username, token }) => {
+            let ir = B64.encode(format!("user={username}\x01auth=Bearer {}\x01\x01", token.expose()));
+            // A 334 here carries the server's JSON error; the client must answer with an
+            // empty line to get the final reply (Google's behaviour).
+            Some((Secret::new(format!("AUTH XOAUTH2 {ir}")), vec![Step(Secret::new(String::new()))]))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pw() -> Credentials {
+        Credentials::Password {
+            username: "u@example.com".into(),
+            password: Secret::new("s3cret"),
+        }
+    }
+
+    #[test]
+    fn plain_initial_response() {
+        let (cmd, steps) = exchange(Mechanism::Plain, &pw()).unwrap();
+        assert_eq!(cmd.expose(), "AUTH PLAIN AHVAZXhhbXBsZS5jb20AczNjcmV0");
+        assert!(steps.is_empty());
+        assert_eq!(format!("{cmd:?}"), "Secret(<redacted>)");
+    }
+
+    #[test]
+    fn login_steps() {
+        let (cmd, steps) = exchange(Mechanism::Login, &pw()).unwrap();
+        assert_eq!(cmd.expose(), "AUTH LOGIN");
+        assert_eq!(steps[1].0.expose(), B64.encode("s3cret"));
+    }
+
+    #[test]
+    fn xoauth2_format() {
+        let creds = Credentials::Bearer {
+            username: "a@b.c".into(),
+            token: Secret::new("tok"),
+        };
+        let (cmd, _) = exchange(Mechanism::Xoauth2, &creds).unwrap();
+        let b = B64.decode(cmd.expose().trim_start_matches("AUTH XOAUTH2 ")).unwrap();
+        assert_eq!(b, b"user=a@b.c\x01auth=Bearer tok\x01\x01");
+    }
+
+    #[test]
+    fn choose_prefers_plain_and_honours_forced() {
+        let c = pw();
+        assert_eq!(c.choose(None, &["LOGIN", "PLAIN"]), Some(Mechanism::Plain));
+        assert_eq!(c.choose(Some(Mechanism::Login), &["LOGIN", "PLAIN"]), Some(Mechanism::Login));
+        assert_eq!(c.choose(None, &["CRAM-MD5"]), None);
+        assert_eq!(c.choose(Some(Mechanism::Xoauth2), &["XOAUTH2"]), None);
+    }
+}

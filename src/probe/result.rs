@@ -1,0 +1,105 @@
+//! The outcome of one probe and its contract JSON form (`probe --format json`).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Map, Value, json};
+
+use super::{Phase, TlsInfo, Transcript};
+use crate::classify::Class;
+use crate::config::Mechanism;
+
+/// Why a probe failed.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub class: Class,
+    pub phase: Phase,
+    /// The `code` label: enhanced code, else basic code, else empty.
+    pub code: String,
+    /// The server's reply, verbatim, when the failure was a reply.
+    pub reply: Option<String>,
+    /// Our own description (timeouts, resets, certificate errors, ...).
+    pub error: String,
+    /// One-line remediation hint.
+    pub hint: String,
+}
+
+/// Everything one probe learned.
+#[derive(Debug, Clone)]
+pub struct ProbeResult {
+    pub mailbox: String,
+    pub probe_id: String,
+    pub failure: Option<Failure>,
+    /// Phases that ran, in order, with their durations (a failed phase included).
+    pub phases: Vec<(Phase, Duration)>,
+    pub total: Duration,
+    pub tls: Option<TlsInfo>,
+    pub message_id: Option<String>,
+    pub mechanism: Option<Mechanism>,
+    pub transcript: Transcript,
+    pub finished_at: SystemTime,
+}
+
+impl ProbeResult {
+    pub fn success(&self) -> bool {
+        self.failure.is_none()
+    }
+
+    pub fn phase(&self, p: Phase) -> Option<Duration> {
+        self.phases.iter().find(|(q, _)| *q == p).map(|(_, d)| *d)
+    }
+
+    /// The contract's JSON object.
+    pub fn to_json(&self) -> Value {
+        let f = self.failure.as_ref();
+        let mut phases = Map::new();
+        for (p, d) in &self.phases {
+            phases.insert(p.as_str().to_owned(), json!(secs(*d)));
+        }
+        let tls = self.tls.as_ref().map(|t| {
+            json!({
+                "version": t.version,
+                "cert_not_after": t.cert_not_after.map(rfc3339),
+            })
+        });
+        json!({
+            "mailbox": self.mailbox,
+            "success": self.success(),
+            "class": f.map(|f| f.class.as_str()),
+            "phase": f.map(|f| f.phase.as_str()),
+            "code": f.map(|f| f.code.as_str()),
+            "reply": f.and_then(|f| f.reply.as_deref()),
+            "hint": f.map(|f| f.hint.as_str()),
+            "error": f.map(|f| f.error.as_str()),
+            "phases": phases,
+            "total_seconds": secs(self.total),
+            "tls": tls,
+            "auth_mechanism": self.mechanism.map(|m| m.as_str()),
+            "message_id": self.message_id,
+            "probe_id": self.probe_id,
+            "finished_at": rfc3339(unix(self.finished_at)),
+            "transcript": self.transcript,
+        })
+    }
+}
+
+/// Seconds, rounded to the microsecond (what JSON readers want to see).
+pub fn secs(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e6
+}
+
+pub fn unix(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// `2027-01-31T12:00:00Z`.
+pub fn rfc3339(unix_secs: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix_secs)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::macros::format_description!(
+                "[year]-[month]-[day]T[hour]:[minute]:[second]Z"
+            ))
+            .ok()
+        })
+        .unwrap_or_else(|| unix_secs.to_string())
+}

@@ -1,0 +1,147 @@
+//! TLS trust for probes: the system roots are loaded once, and one rustls client config
+//! is built per distinct `tls.ca_file`, then shared by every probe that needs it.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use rustls::RootCertStore;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
+/// Why a TLS client config could not be built.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TlsSetupError {
+    #[error("cannot read CA file {path}: {reason}")]
+    CaFile { path: String, reason: String },
+    #[error("CA file {0} holds no usable certificate")]
+    EmptyCaFile(String),
+    #[error("TLS setup: {0}")]
+    Rustls(String),
+}
+
+/// The crypto provider every TLS config of ours uses (no process-global state needed).
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<rustls::crypto::CryptoProvider>> = OnceLock::new();
+    PROVIDER
+        .get_or_init(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .clone()
+}
+
+/// The operating system's trust anchors, read from disk once per process.
+fn system_roots() -> &'static RootCertStore {
+    static ROOTS: OnceLock<RootCertStore> = OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let mut store = RootCertStore::empty();
+        let loaded = rustls_native_certs::load_native_certs();
+        for err in &loaded.errors {
+            tracing::warn!(error = %err, "could not load some system trust anchors");
+        }
+        let (added, ignored) = store.add_parsable_certificates(loaded.certs);
+        tracing::debug!(added, ignored, "system trust anchors loaded");
+        store
+    })
+}
+
+/// Builds and caches client configs: system roots plus an optional extra CA file.
+#[derive(Default)]
+pub struct TlsTrust {
+    cache: Mutex<HashMap<Option<PathBuf>, Arc<rustls::ClientConfig>>>,
+}
+
+impl TlsTrust {
+    pub fn new() -> TlsTrust {
+        TlsTrust::default()
+    }
+
+    /// The client config for a mailbox with this `ca_file`. The first call per file reads
+    /// it (call this at start-up for every mailbox, so probes only hit the cache).
+    pub fn client_config(
+        &self,
+        ca_file: Option<&Path>,
+    ) -> Result<Arc<rustls::ClientConfig>, TlsSetupError> {
+        let key = ca_file.map(Path::to_path_buf);
+        if let Some(cfg) = self.lock().get(&key) {
+            return Ok(cfg.clone());
+        }
+        let mut roots = system_roots().clone();
+        if let Some(path) = ca_file {
+            for cert in read_ca_file(path)? {
+                roots
+                    .add(cert)
+                    .map_err(|e| TlsSetupError::CaFile {
+                        path: path.display().to_string(),
+                        reason: e.to_string(),
+                    })?;
+            }
+        }
+        let cfg = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsSetupError::Rustls(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let cfg = Arc::new(cfg);
+        self.lock().insert(key, cfg.clone());
+        Ok(cfg)
+    }
+
+    /// Forgets cached configs (on reload, so a changed CA file is read again).
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Option<PathBuf>, Arc<rustls::ClientConfig>>> {
+        // A poisoned cache only means another thread panicked mid-insert; the map is
+        // still consistent, so keep using it.
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
+    let err = |reason: String| TlsSetupError::CaFile {
+        path: path.display().to_string(),
+        reason,
+    };
+    let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<_, _>>()
+        .map_err(|e| err(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(TlsSetupError::EmptyCaFile(path.display().to_string()));
+    }
+    Ok(certs)
+}
+
+/// What the probe learned about the server's TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// `TLSv1.2`, `TLSv1.3`.
+    pub version: String,
+    /// The earliest notAfter in the presented chain, as Unix seconds.
+    pub cert_not_after: Option<i64>,
+}
+
+impl TlsInfo {
+    pub fn from_connection(conn: &rustls::ClientConnection) -> TlsInfo {
+        let version = match conn.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".to_owned(),
+            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".to_owned(),
+            Some(v) => format!("{v:?}"),
+            None => "unknown".to_owned(),
+        };
+        let cert_not_after = conn.peer_certificates().and_then(|chain| {
+            chain
+                .iter()
+                .filter_map(|der| {
+                    x509_parser::parse_x509_certificate(der)
+                        .ok()
+                        .map(|(_, c)| c.validity().not_after.timestamp())
+                })
+                .min()
+        });
+        TlsInfo {
+            version,
+            cert_not_after,
+        }
+    }
+}
