@@ -14,7 +14,9 @@
 pub mod auth;
 pub mod classify;
 pub mod config;
+pub mod daemon;
 pub mod demo;
+pub mod logging;
 pub mod metrics;
 pub mod probe;
 pub mod scheduler;

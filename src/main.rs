@@ -1,1 +1,93 @@
-fn main() {}
+//! The `smtp-canary` command line: the daemon (default), `check-config` and `probe`.
+//! Errors get their context here; exit codes follow the contract (2 for usage and config
+//! errors).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use smtp_canary::daemon::{self, Flags};
+use smtp_canary::logging::{self, LogFormat, LogLevel};
+
+/// Probes SMTP submission mailboxes with real canary messages and exports Prometheus
+/// metrics.
+#[derive(Parser, Debug)]
+#[command(name = "smtp-canary", version, about)]
+struct Cli {
+    /// The YAML config file.
+    #[arg(long = "config.file", default_value = "config.yaml", global = true)]
+    config_file: PathBuf,
+    /// Address for /metrics, the status page and health endpoints.
+    #[arg(long = "web.listen-address", default_value = daemon::DEFAULT_LISTEN, global = true)]
+    web_listen_address: String,
+    /// TLS and basic-auth settings for the HTTP endpoints (exporter-toolkit format).
+    #[arg(long = "web.config.file", global = true)]
+    web_config_file: Option<PathBuf>,
+    /// Directory for state that must survive restarts (budget counters).
+    #[arg(long = "state.dir", default_value = "state", global = true)]
+    state_dir: PathBuf,
+    #[arg(long = "log.level", value_enum, default_value = "info", global = true)]
+    log_level: LogLevel,
+    #[arg(long = "log.format", value_enum, default_value = "logfmt", global = true)]
+    log_format: LogFormat,
+    /// Use this DNS server (IP or IP:PORT, UDP and TCP) instead of the system resolver.
+    #[arg(long = "dns-server", value_parser = smtp_canary::probe::parse_dns_server, global = true)]
+    dns_server: Option<std::net::SocketAddr>,
+    /// Probe only the mailboxes whose name hashes to shard I of N (0-based), as I/N.
+    #[arg(long = "shard", value_parser = daemon::parse_shard, global = true)]
+    shard: Option<(u32, u32)>,
+    /// Start every mailbox's first probe at once instead of spreading them over the
+    /// first interval (for demos).
+    #[arg(long = "probe.immediate", global = true)]
+    immediate: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Validate the config and print a summary; exit 0 if valid, 2 if not.
+    CheckConfig,
+    /// Probe one mailbox now and print the result; exit 0 delivered, 1 failed, 2 error.
+    Probe {
+        /// The mailbox name from the config.
+        name: String,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log_level, cli.log_format);
+    let flags = Flags {
+        config_file: cli.config_file.clone(),
+        listen: cli.web_listen_address.clone(),
+        web_config_file: cli.web_config_file.clone(),
+        state_dir: cli.state_dir.clone(),
+        dns_server: cli.dns_server,
+        shard: cli.shard,
+        immediate: cli.immediate,
+    };
+    match cli.command {
+        Some(Command::CheckConfig) => daemon::check_config(&flags),
+        Some(Command::Probe { name, format }) => runtime_run(daemon::probe_once(&flags, &name, format == Format::Json)),
+        None => runtime_run(daemon::run(flags)),
+    }
+}
+
+fn runtime_run(fut: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt.block_on(fut),
+        Err(e) => {
+            eprintln!("smtp-canary: cannot start the async runtime: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,1 +1,138 @@
-//! The HTTP side: /metrics, health, readiness, reload and the status page.
+//! The HTTP side: `/metrics`, `/-/healthy`, `/-/ready`, `POST /-/reload` and a plain `/`
+//! status page that lists every mailbox with its last result, its phases and the redacted
+//! transcript of its last failure. Nothing served here can contain a secret: results
+//! carry only redacted transcripts and hints built from tables.
+
+mod status;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::metrics::Metrics;
+use crate::scheduler::Board;
+
+/// A reload request: the daemon answers on the oneshot with the outcome.
+pub type ReloadRequest = oneshot::Sender<Result<(), String>>;
+
+/// What the handlers read.
+pub struct WebState {
+    pub metrics: Arc<Metrics>,
+    pub board: Arc<Board>,
+    /// Config loaded and scheduler running.
+    pub ready: AtomicBool,
+    pub reload: Option<mpsc::Sender<ReloadRequest>>,
+}
+
+impl WebState {
+    pub fn new(metrics: Arc<Metrics>, board: Arc<Board>, reload: Option<mpsc::Sender<ReloadRequest>>) -> WebState {
+        WebState {
+            metrics,
+            board,
+            ready: AtomicBool::new(false),
+            reload,
+        }
+    }
+}
+
+/// Binds the listener (so a bad address fails at start, not later).
+pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+/// Serves until `shutdown` turns true.
+pub async fn serve(listener: TcpListener, state: Arc<WebState>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = crate::scheduler::stopped(&mut shutdown) => return,
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| handle(req, state.clone(), peer));
+            let conn = http1::Builder::new()
+                .header_read_timeout(std::time::Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), svc);
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, %peer, "HTTP connection error");
+            }
+        });
+    }
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(content_type));
+    r
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    state: Arc<WebState>,
+    _peer: SocketAddr,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    const PLAIN: &str = "text/plain; charset=utf-8";
+    let resp = match (req.method(), req.uri().path()) {
+        (&Method::GET | &Method::HEAD, "/metrics") => text(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            state.metrics.render(),
+        ),
+        (&Method::GET | &Method::HEAD, "/-/healthy") => text(StatusCode::OK, PLAIN, "Healthy.\n"),
+        (&Method::GET | &Method::HEAD, "/-/ready") => {
+            if state.ready.load(Ordering::Relaxed) {
+                text(StatusCode::OK, PLAIN, "Ready.\n")
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, PLAIN, "Not ready.\n")
+            }
+        }
+        (&Method::POST | &Method::PUT, "/-/reload") => reload(&state).await,
+        (_, "/-/reload") => text(StatusCode::METHOD_NOT_ALLOWED, PLAIN, "Use POST to reload.\n"),
+        (&Method::GET | &Method::HEAD, "/") => text(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            status::page(&state.board.snapshot()),
+        ),
+        _ => text(StatusCode::NOT_FOUND, PLAIN, "Not found.\n"),
+    };
+    Ok(resp)
+}
+
+async fn reload(state: &WebState) -> Response<Full<Bytes>> {
+    const PLAIN: &str = "text/plain; charset=utf-8";
+    let Some(tx) = &state.reload else {
+        return text(StatusCode::SERVICE_UNAVAILABLE, PLAIN, "Reload is not available.\n");
+    };
+    let (done, wait) = oneshot::channel();
+    if tx.send(done).await.is_err() {
+        return text(StatusCode::SERVICE_UNAVAILABLE, PLAIN, "Shutting down.\n");
+    }
+    match wait.await {
+        Ok(Ok(())) => text(StatusCode::OK, PLAIN, "Config reloaded.\n"),
+        Ok(Err(e)) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            PLAIN,
+            format!("Reload failed; the previous config stays active:\n{e}\n"),
+        ),
+        Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, PLAIN, "Shutting down.\n"),
+    }
+}

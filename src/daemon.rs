@@ -1,0 +1,336 @@
+//! Wiring for the three commands: the daemon (config, demo relay, prober, scheduler, web,
+//! signals), `check-config` and `probe NAME`. This is the edge where library errors get
+//! their context (`anyhow`) and become exit codes.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use anyhow::Context;
+use tokio::sync::{mpsc, watch};
+
+use crate::auth::Credentials;
+use crate::config::{self, AuthConfig, Config, ConfigError, Provider, Secret};
+use crate::demo::DemoRelay;
+use crate::metrics::Metrics;
+use crate::probe::{Prober, ProberOptions, Template};
+use crate::scheduler::{Board, Scheduler, Shared, Start, log_result};
+use crate::web::{self, WebState};
+
+/// Default `--web.listen-address`: loopback, port 9587 (587 for submission).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9587";
+
+/// Exit code for usage and config errors.
+const EXIT_CONFIG: u8 = 2;
+
+/// The command-line flags every command shares.
+#[derive(Debug, Clone)]
+pub struct Flags {
+    pub config_file: PathBuf,
+    pub listen: String,
+    pub web_config_file: Option<PathBuf>,
+    pub state_dir: PathBuf,
+    pub dns_server: Option<SocketAddr>,
+    pub shard: Option<(u32, u32)>,
+    pub immediate: bool,
+}
+
+/// Parses `--shard I/N`.
+pub fn parse_shard(s: &str) -> Result<(u32, u32), String> {
+    let (i, n) = s
+        .split_once('/')
+        .ok_or_else(|| format!("invalid shard {s:?}: expected I/N, e.g. 0/3"))?;
+    let i: u32 = i.trim().parse().map_err(|_| format!("invalid shard index in {s:?}"))?;
+    let n: u32 = n.trim().parse().map_err(|_| format!("invalid shard count in {s:?}"))?;
+    if n == 0 || i >= n {
+        return Err(format!("invalid shard {s:?}: need 0 <= I < N"));
+    }
+    Ok((i, n))
+}
+
+fn print_config_errors(errors: &[ConfigError]) {
+    for e in errors {
+        eprintln!("{e}");
+    }
+    eprintln!("config invalid: {} error(s)", errors.len());
+}
+
+/// `check-config`: validate and summarise; exit 0 ok, 2 invalid.
+pub fn check_config(flags: &Flags) -> ExitCode {
+    let cfg = match config::load(&flags.config_file) {
+        Ok(c) => c,
+        Err(errors) => {
+            print_config_errors(&errors);
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    println!("{}: valid, {} mailbox(es)", flags.config_file.display(), cfg.mailboxes.len());
+    for mb in &cfg.mailboxes {
+        let host = if mb.provider == Provider::Demo {
+            "in-process demo relay".to_owned()
+        } else {
+            format!("{}:{}", mb.host, mb.port)
+        };
+        let auth = match &mb.auth {
+            AuthConfig::None => "no AUTH".to_owned(),
+            AuthConfig::Password { username, .. } => format!("password as {username}"),
+            AuthConfig::OAuth2 { username, .. } => format!("XOAUTH2 as {username}"),
+        };
+        println!(
+            "  {:<24} {:<13} {} {} every {:?} (timeout {:?}), {}, {} -> {}",
+            mb.name,
+            mb.provider.as_str(),
+            host,
+            mb.security.as_str(),
+            mb.interval,
+            mb.timeout,
+            auth,
+            mb.from,
+            mb.to.join(", ")
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+/// Credentials per mailbox name.
+fn credentials(cfg: &Config) -> HashMap<String, Credentials> {
+    cfg.mailboxes
+        .iter()
+        .map(|mb| (mb.name.clone(), Credentials::from_config(&mb.auth)))
+        .collect()
+}
+
+/// Points `provider: demo` mailboxes at an in-process relay, started only when needed.
+async fn attach_demo(cfg: &mut Config, state_dir: &std::path::Path) -> anyhow::Result<Option<DemoRelay>> {
+    if !cfg.mailboxes.iter().any(|m| m.provider == Provider::Demo) {
+        return Ok(None);
+    }
+    let relay = DemoRelay::start().await.context("starting the demo relay")?;
+    // The demo mailboxes trust exactly the relay's throwaway CA, through the same
+    // `tls.ca_file` path every other mailbox uses.
+    let dir = if std::fs::create_dir_all(state_dir).is_ok() {
+        state_dir.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
+    let ca_path = dir.join(format!("demo-ca-{}.pem", std::process::id()));
+    std::fs::write(&ca_path, relay.ca_pem()).with_context(|| format!("writing {}", ca_path.display()))?;
+    let addr = relay.addr();
+    for mb in cfg.mailboxes.iter_mut().filter(|m| m.provider == Provider::Demo) {
+        let mb = Arc::make_mut(mb);
+        mb.host = addr.ip().to_string();
+        mb.port = addr.port();
+        mb.tls.ca_file = Some(ca_path.clone());
+        if let AuthConfig::Password { password, .. } = &mut mb.auth {
+            if password.expose().is_empty() {
+                *password = Secret::new(relay.password());
+            }
+        }
+    }
+    tracing::info!(%addr, "demo relay started for provider: demo mailboxes");
+    Ok(Some(relay))
+}
+
+fn prober(cfg: &Config, flags: &Flags) -> anyhow::Result<Prober> {
+    let prober = Prober::new(ProberOptions {
+        dns_server: flags.dns_server,
+        helo_name: cfg.global.helo_name.clone(),
+    })
+    .context("setting up the resolver")?;
+    // TLS configs are built once, at start, not per probe.
+    for mb in &cfg.mailboxes {
+        prober
+            .tls()
+            .client_config(mb.tls.ca_file.as_deref())
+            .with_context(|| format!("mailbox {}: TLS trust", mb.name))?;
+    }
+    Ok(prober)
+}
+
+/// Stable shard of a mailbox name (FNV-1a: the same on every machine and release).
+pub fn shard_of(name: &str, n: u32) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % u64::from(n)) as u32
+}
+
+/// `probe NAME`: one probe now. Exit 0 delivered, 1 failed, 2 usage/config error.
+pub async fn probe_once(flags: &Flags, name: &str, json: bool) -> ExitCode {
+    match probe_once_inner(flags, name, json).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("smtp-canary: {e:#}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+async fn probe_once_inner(flags: &Flags, name: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let mut cfg = match config::load(&flags.config_file) {
+        Ok(c) => c,
+        Err(errors) => {
+            print_config_errors(&errors);
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    if !cfg.mailboxes.iter().any(|m| m.name == name) {
+        let names: Vec<&str> = cfg.mailboxes.iter().map(|m| m.name.as_str()).collect();
+        anyhow::bail!("no mailbox named {name:?} in {} (have: {})", flags.config_file.display(), names.join(", "));
+    }
+    cfg.mailboxes.retain(|m| m.name == name);
+    let _relay = attach_demo(&mut cfg, &flags.state_dir).await?;
+    let prober = prober(&cfg, flags)?;
+    let mb = cfg.mailboxes[0].clone();
+    let template = Template::new(&mb.name, &mb.from, &mb.to, prober.helo_name())
+        .with_context(|| format!("mailbox {name}: building the canary message"))?;
+    let creds = Credentials::from_config(&mb.auth);
+    let result = prober.probe(&mb, &template, &creds).await;
+    log_result(&result);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&result.to_json()).context("encoding JSON")?);
+    } else {
+        print!("{}", render_text(&result));
+    }
+    Ok(if result.success() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// `probe --format text`: verdict, phases, failure details and the redacted transcript.
+pub fn render_text(r: &crate::probe::ProbeResult) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let verdict = if r.success() { "DELIVERED" } else { "FAILED" };
+    let _ = writeln!(s, "mailbox {}: {verdict} in {:.3}s (probe {})", r.mailbox, r.total.as_secs_f64(), r.probe_id);
+    if let Some(f) = &r.failure {
+        let _ = writeln!(s, "  class:  {}", f.class);
+        let _ = writeln!(s, "  phase:  {}", f.phase);
+        let _ = writeln!(s, "  code:   {}", if f.code.is_empty() { "-" } else { &f.code });
+        if let Some(reply) = &f.reply {
+            let _ = writeln!(s, "  reply:  {}", reply.replace('\n', "\n          "));
+        }
+        let _ = writeln!(s, "  error:  {}", f.error);
+        let _ = writeln!(s, "  hint:   {}", f.hint);
+    }
+    if let Some(id) = &r.message_id {
+        let _ = writeln!(s, "  message-id: {id}");
+    }
+    if let Some(t) = &r.tls {
+        let exp = t.cert_not_after.map(crate::probe::rfc3339).unwrap_or_else(|| "-".into());
+        let _ = writeln!(s, "  tls: {} (certificate valid until {exp})", t.version);
+    }
+    let _ = writeln!(s, "phases:");
+    for (p, d) in &r.phases {
+        let _ = writeln!(s, "  {:<12} {:>9.1} ms", p.as_str(), d.as_secs_f64() * 1000.0);
+    }
+    let _ = writeln!(s, "transcript:");
+    s.push_str(&r.transcript.to_string());
+    s
+}
+
+/// The daemon: probe on schedule and serve HTTP until SIGTERM/SIGINT; then finish the
+/// probes in flight and exit 0.
+pub async fn run(flags: Flags) -> ExitCode {
+    match run_inner(flags).await {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "smtp-canary cannot start");
+            eprintln!("smtp-canary: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run_inner(flags: Flags) -> anyhow::Result<ExitCode> {
+    if flags.web_config_file.is_some() {
+        anyhow::bail!("--web.config.file is not supported yet; put a TLS-terminating proxy in front of the listener");
+    }
+    let metrics = Arc::new(Metrics::new());
+    let mut cfg = match config::load(&flags.config_file) {
+        Ok(c) => c,
+        Err(errors) => {
+            print_config_errors(&errors);
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    metrics.config_loaded(true);
+    if let Some((i, n)) = flags.shard {
+        let before = cfg.mailboxes.len();
+        cfg.mailboxes.retain(|m| shard_of(&m.name, n) == i);
+        tracing::info!(shard = format!("{i}/{n}"), mailboxes = cfg.mailboxes.len(), of = before, "sharding");
+    }
+    let _relay = attach_demo(&mut cfg, &flags.state_dir).await?;
+    let prober = Arc::new(prober(&cfg, &flags)?);
+    let board = Arc::new(Board::new());
+    let (reload_tx, mut reload_rx) = mpsc::channel(4);
+    let state = Arc::new(WebState::new(metrics.clone(), board.clone(), Some(reload_tx)));
+    let listener = web::bind(&flags.listen)
+        .await
+        .with_context(|| format!("listening on {}", flags.listen))?;
+    tracing::info!(address = %flags.listen, mailboxes = cfg.mailboxes.len(), "smtp-canary started");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let web_task = tokio::spawn(web::serve(listener, state.clone(), stop_rx.clone()));
+    let shared = Arc::new(Shared {
+        prober,
+        metrics: metrics.clone(),
+        board,
+    });
+    let mut scheduler = Scheduler::new(shared, stop_rx.clone());
+    let start = if flags.immediate { Start::Immediate } else { Start::Spread };
+    scheduler.start(&cfg.mailboxes, &credentials(&cfg), start);
+    state.ready.store(true, Ordering::Relaxed);
+
+    let mut term = signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut hup = signal(tokio::signal::unix::SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT received; shutting down"); break; }
+            _ = term.recv() => { tracing::info!("SIGTERM received; shutting down"); break; }
+            _ = hup.recv() => {
+                tracing::warn!("SIGHUP received; live reload is not implemented yet, restart to apply a new config");
+            }
+            Some(done) = reload_rx.recv() => {
+                let _ = done.send(Err("live reload is not implemented yet; restart to apply a new config".into()));
+            }
+        }
+    }
+    state.ready.store(false, Ordering::Relaxed);
+    let _ = stop_tx.send(true);
+    scheduler.join().await;
+    let _ = web_task.await;
+    tracing::info!("all probes finished; bye");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn signal(kind: tokio::signal::unix::SignalKind) -> anyhow::Result<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(kind).context("installing signal handlers")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_parsing() {
+        assert_eq!(parse_shard("0/3"), Ok((0, 3)));
+        assert!(parse_shard("3/3").is_err());
+        assert!(parse_shard("1").is_err());
+        assert!(parse_shard("a/b").is_err());
+    }
+
+    #[test]
+    fn shards_partition() {
+        let n = 4;
+        let mut counts = [0u32; 4];
+        for i in 0..10_000 {
+            counts[shard_of(&format!("mailbox-{i}"), n) as usize] += 1;
+        }
+        assert_eq!(counts.iter().sum::<u32>(), 10_000);
+        assert!(counts.iter().all(|c| *c > 2000), "{counts:?}");
+    }
+}
