@@ -124,10 +124,10 @@ async fn attach_demo(cfg: &mut Config, state_dir: &std::path::Path) -> anyhow::R
         mb.host = addr.ip().to_string();
         mb.port = addr.port();
         mb.tls.ca_file = Some(ca_path.clone());
-        if let AuthConfig::Password { password, .. } = &mut mb.auth {
-            if password.expose().is_empty() {
-                *password = Secret::new(relay.password());
-            }
+        if let AuthConfig::Password { password, .. } = &mut mb.auth
+            && password.expose().is_empty()
+        {
+            *password = Secret::new(relay.password());
         }
     }
     tracing::info!(%addr, "demo relay started for provider: demo mailboxes");

@@ -262,14 +262,14 @@ impl Metrics {
                 seen.tls_version = Some(tls.version.clone());
             }
         }
-        if let Some(m) = r.mechanism {
-            if seen.mechanism != Some(m) {
-                if let Some(old) = seen.mechanism.take() {
-                    let _ = self.auth_mechanism_info.remove_label_values(&[name, old.as_str()]);
-                }
-                self.auth_mechanism_info.with_label_values(&[name, m.as_str()]).set(1);
-                seen.mechanism = Some(m);
+        if let Some(m) = r.mechanism
+            && seen.mechanism != Some(m)
+        {
+            if let Some(old) = seen.mechanism.take() {
+                let _ = self.auth_mechanism_info.remove_label_values(&[name, old.as_str()]);
             }
+            self.auth_mechanism_info.with_label_values(&[name, m.as_str()]).set(1);
+            seen.mechanism = Some(m);
         }
     }
 

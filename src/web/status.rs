@@ -59,7 +59,7 @@ pub fn page(board: &[MailboxStatus]) -> String {
                 let f = r.failure.as_ref();
                 let _ = write!(
                     h,
-                    "<td class=\"{cls}\">{result}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.3}s</td><td>{}</td><td>{}</td></tr>\n",
+                    "<td class=\"{cls}\">{result}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.3}s</td><td>{}</td><td>{}</td></tr>",
                     escape(f.map(|f| f.class.as_str()).unwrap_or("")),
                     escape(f.map(|f| f.code.as_str()).unwrap_or("")),
                     escape(&phases(r)),
@@ -67,6 +67,7 @@ pub fn page(board: &[MailboxStatus]) -> String {
                     escape(&rfc3339(unix(r.finished_at))),
                     escape(f.map(|f| f.hint.as_str()).unwrap_or("")),
                 );
+                h.push('\n');
             }
         }
     }
@@ -83,7 +84,7 @@ pub fn page(board: &[MailboxStatus]) -> String {
             escape(&rfc3339(unix(r.finished_at))),
             escape(f.reply.as_deref().unwrap_or(&f.error)),
         );
-        let _ = write!(h, "<pre>{}</pre>\n", escape(&r.transcript.to_string()));
+        let _ = writeln!(h, "<pre>{}</pre>", escape(&r.transcript.to_string()));
     }
     h.push_str("</body></html>\n");
     h
