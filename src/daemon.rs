@@ -103,8 +103,20 @@ fn credentials(cfg: &Config) -> HashMap<String, Credentials> {
         .collect()
 }
 
+/// The running demo relay and the CA file its mailboxes trust (removed on drop).
+struct Demo {
+    _relay: DemoRelay,
+    ca_path: PathBuf,
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.ca_path);
+    }
+}
+
 /// Points `provider: demo` mailboxes at an in-process relay, started only when needed.
-async fn attach_demo(cfg: &mut Config, state_dir: &std::path::Path) -> anyhow::Result<Option<DemoRelay>> {
+async fn attach_demo(cfg: &mut Config, state_dir: &std::path::Path) -> anyhow::Result<Option<Demo>> {
     if !cfg.mailboxes.iter().any(|m| m.provider == Provider::Demo) {
         return Ok(None);
     }
@@ -131,7 +143,10 @@ async fn attach_demo(cfg: &mut Config, state_dir: &std::path::Path) -> anyhow::R
         }
     }
     tracing::info!(%addr, "demo relay started for provider: demo mailboxes");
-    Ok(Some(relay))
+    Ok(Some(Demo {
+        _relay: relay,
+        ca_path,
+    }))
 }
 
 fn prober(cfg: &Config, flags: &Flags) -> anyhow::Result<Prober> {

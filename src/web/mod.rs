@@ -68,6 +68,7 @@ pub async fn serve(listener: TcpListener, state: Arc<WebState>, mut shutdown: wa
         tokio::spawn(async move {
             let svc = service_fn(move |req| handle(req, state.clone(), peer));
             let conn = http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(std::time::Duration::from_secs(10))
                 .serve_connection(TokioIo::new(stream), svc);
             if let Err(e) = conn.await {
