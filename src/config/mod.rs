@@ -2,11 +2,30 @@
 //!
 //! [`load`] reads the file, applies presets, validates every rule of the contract and
 //! loads secrets from `*_env` / `*_file`. Every error names the file, line, column and key.
+//!
+//! This file owns the resolved public types and the pipeline that produces them:
+//! 1. `tree.rs` parses the text into a located node tree and reports every unknown or
+//!    duplicate key, inline secret and misplaced list or mapping (with suggestions);
+//! 2. serde maps the text onto the raw structs of `schema.rs` (types only);
+//! 3. `validate.rs` applies defaults and the presets of `presets.rs`, checks every rule,
+//!    and loads secrets through `secrets.rs`.
+//!
+//! Each stage reports through `diag.rs`; a stage runs only if the one before it found
+//! nothing, because its input would be unreliable. `duration.rs` owns the duration syntax.
 
+mod diag;
+mod duration;
 mod presets;
+mod schema;
 mod secrets;
+mod tree;
+mod validate;
 
-pub use presets::{Preset, Provider};
+#[cfg(test)]
+mod tests;
+
+pub use duration::{DurationError, format_duration, parse_duration};
+pub use presets::{PRESETS, Preset, Provider, UnknownProvider};
 pub use secrets::Secret;
 
 use std::net::IpAddr;
@@ -22,6 +41,44 @@ pub struct Config {
     pub global: Global,
     pub mailboxes: Vec<Arc<Mailbox>>,
     pub dns_audit: DnsAudit,
+}
+
+impl Config {
+    /// The mailbox called `name`.
+    pub fn mailbox(&self, name: &str) -> Option<&Arc<Mailbox>> {
+        self.mailboxes.iter().find(|m| m.name == name)
+    }
+
+    /// The domains to audit: `dns_audit.domains` if given, else the distinct `from`
+    /// domains of the mailboxes with their provider's DKIM selectors. `demo` mailboxes
+    /// are skipped there: their relay is in-process, nothing of it is in DNS.
+    pub fn audit_domains(&self) -> Vec<AuditDomain> {
+        if !self.dns_audit.domains.is_empty() {
+            return self.dns_audit.domains.clone();
+        }
+        let mut out: Vec<AuditDomain> = Vec::new();
+        for m in &self.mailboxes {
+            let domain = m.from_domain();
+            if m.provider == Provider::Demo
+                || domain.is_empty()
+                || out.iter().any(|d| d.domain == domain)
+            {
+                continue;
+            }
+            out.push(AuditDomain {
+                domain: domain.to_string(),
+                provider: m.provider,
+                dkim_selectors: m
+                    .provider
+                    .preset()
+                    .dkim_selectors
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+            });
+        }
+        out
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -93,6 +150,8 @@ pub struct OAuth2 {
     pub token_url: String,
     pub scope: Option<String>,
     pub client_id: String,
+    /// Empty only for `Grant::RefreshToken` without `client_secret_env`/`_file`: a public
+    /// client, whose token request leaves `client_secret` out.
     pub client_secret: Secret,
     /// Only for `Grant::RefreshToken`.
     pub refresh_token: Option<Secret>,
@@ -198,14 +257,107 @@ pub fn load(path: &Path) -> Result<Config, Vec<ConfigError>> {
     parse(&text, path)
 }
 
-/// Like [`load`], from text already read.
+/// Like [`load`], from text already read. `path` names the file in errors, and relative
+/// `*_file` / `ca_file` paths resolve against its directory.
 pub fn parse(text: &str, path: &Path) -> Result<Config, Vec<ConfigError>> {
-    let _ = text;
-    Err(vec![ConfigError {
-        file: path.display().to_string(),
-        line: 0,
-        column: 0,
-        key: String::new(),
-        message: "not implemented".into(),
-    }])
+    parse_with(text, path, &|name| std::env::var(name), &default_helo_name)
+}
+
+/// [`parse`] with the environment and the HELO default supplied, so tests need neither
+/// process-wide `set_var` nor the machine's host name.
+fn parse_with(
+    text: &str,
+    path: &Path,
+    env: secrets::EnvLookup<'_>,
+    default_helo: &dyn Fn() -> String,
+) -> Result<Config, Vec<ConfigError>> {
+    let mut diag = diag::Diag::new(path.display().to_string());
+    let root = match tree::parse(text) {
+        Ok(root) => root,
+        Err(e) => {
+            // YAML syntax: there is no tree, hence no key path.
+            let (line, column) = location_of(&e);
+            diag.at_pos(line, column, "yaml", error_text(&e));
+            return Err(diag.into_sorted());
+        }
+    };
+    tree::check(&root, &mut diag);
+    if !diag.is_empty() {
+        return Err(diag.into_sorted());
+    }
+    let raw: schema::RawConfig = if matches!(root.value, tree::Node::Null) {
+        // An empty file (or only comments): validation says what is missing.
+        schema::RawConfig::default()
+    } else {
+        match serde_saphyr::from_str(text) {
+            Ok(raw) => raw,
+            Err(e) => {
+                let (line, column) = location_of(&e);
+                let path = tree::locate(&root, line, column);
+                // The tree check already vetted keys and shapes, so what serde still
+                // refuses is a scalar of the wrong type; serde's own words for that
+                // ("invalid i64") mean nothing to a user, the schema's do.
+                let message = match tree::field_at(&path) {
+                    Some(field) if matches!(field.shape, schema::Shape::Scalar) => {
+                        format!("invalid value; expected {}", field.what)
+                    }
+                    Some(field) => format!("{}; expected {}", error_text(&e), field.what),
+                    None => error_text(&e),
+                };
+                diag.at_pos(line, column, tree::render(&path), message);
+                return Err(diag.into_sorted());
+            }
+        }
+    };
+    let mut ctx = validate::Ctx {
+        diag,
+        dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+        env,
+        default_helo,
+    };
+    let root_pos = (
+        root.referenced.line().max(1),
+        root.referenced.column().max(1),
+    );
+    match validate::resolve(raw, root_pos, path, &mut ctx) {
+        Some(config) if ctx.diag.is_empty() => Ok(config),
+        _ => Err(ctx.diag.into_sorted()),
+    }
+}
+
+fn location_of(e: &serde_saphyr::Error) -> (u64, u64) {
+    e.location()
+        .map_or((1, 1), |l| (l.line().max(1), l.column().max(1)))
+}
+
+/// The bare message of a serde-saphyr error: no snippet (it would quote the file, and
+/// the file is ours to quote or not), no location suffix (ours comes first).
+fn error_text(e: &serde_saphyr::Error) -> String {
+    use serde_saphyr::{Error, MessageFormatter, UserMessageFormatter};
+    let mut inner = e;
+    while let Error::AliasError { error, .. } | Error::WithSnippet { error, .. } = inner {
+        inner = error;
+    }
+    UserMessageFormatter
+        .format_message(inner)
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// The machine's host name if it is a valid DNS name, else `smtp-canary.invalid`. An
+/// EHLO name that is not a name at all gets some servers to refuse the session.
+pub fn default_helo_name() -> String {
+    let candidates = [
+        std::fs::read_to_string("/proc/sys/kernel/hostname").ok(),
+        std::env::var("HOSTNAME").ok(),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .map(|h| h.trim().to_string())
+        .find(|h| {
+            !h.is_empty() && h.parse::<IpAddr>().is_err() && validate::host_problem(h).is_none()
+        })
+        .unwrap_or_else(|| "smtp-canary.invalid".to_string())
 }
