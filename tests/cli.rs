@@ -1,0 +1,539 @@
+//! The real binary, end to end and hermetic: the shipped demo config, `check-config`
+//! errors and exit codes, `probe` JSON, the daemon's HTTP endpoints, SIGTERM, and that no
+//! secret appears in any output.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use smtp_canary::demo::{Action, Pki, Rule, Script, SmtpServer, Stage};
+
+const BIN: &str = env!("CARGO_BIN_EXE_smtp-canary");
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn run(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(BIN);
+    c.args(args).current_dir(repo());
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    c.output().expect("run smtp-canary")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A minimal HTTP/1.0 client: (status, body).
+fn http(method: &str, addr: &str, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let (head, body) = buf.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_owned()))
+}
+
+/// A daemon child that is killed if the test panics.
+struct Daemon {
+    child: Option<Child>,
+    addr: String,
+    stderr_path: PathBuf,
+}
+
+impl Daemon {
+    fn start(config: &Path, state: &Path, extra: &[&str], envs: &[(&str, &str)]) -> Daemon {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let stderr_path = state.join("daemon.log");
+        let log = std::fs::File::create(&stderr_path).expect("log file");
+        let mut c = Command::new(BIN);
+        c.arg("--config.file")
+            .arg(config)
+            .arg("--web.listen-address")
+            .arg(&addr)
+            .arg("--state.dir")
+            .arg(state)
+            .args(extra)
+            .current_dir(repo())
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (k, v) in envs {
+            c.env(k, v);
+        }
+        let child = c.spawn().expect("spawn daemon");
+        Daemon {
+            child: Some(child),
+            addr,
+            stderr_path,
+        }
+    }
+
+    fn get(&self, path: &str) -> Option<(u16, String)> {
+        http("GET", &self.addr, path)
+    }
+
+    /// Polls /metrics until `pred` holds (or panics after `within`).
+    fn wait_metrics(&self, within: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let start = Instant::now();
+        loop {
+            if let Some((200, body)) = self.get("/metrics") {
+                if pred(&body) {
+                    return body;
+                }
+            }
+            assert!(
+                start.elapsed() < within,
+                "metrics condition not met within {within:?}; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// SIGTERM, then the exit status and how long it took.
+    fn terminate(&mut self) -> (std::process::ExitStatus, Duration) {
+        let mut child = self.child.take().expect("running");
+        let t = Instant::now();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        loop {
+            if let Some(st) = child.try_wait().expect("wait") {
+                return (st, t.elapsed());
+            }
+            if t.elapsed() > Duration::from_secs(30) {
+                let _ = child.kill();
+                panic!("daemon did not exit within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn metric_value(body: &str, series: &str) -> Option<f64> {
+    body.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn shipped_config_is_valid() {
+    let out = run(&["check-config"], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("demo-healthy"), "{stdout}");
+}
+
+#[test]
+fn bad_config_names_file_line_column_key_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "mailboxes:\n  - name: a\n    host: smtp.example.com\n    password: hunter2-inline\n    from: a@example.com\n    to: [b@example.com]\n    intervall: 5m\n",
+    )
+    .unwrap();
+    let out = run(
+        &["check-config", "--config.file", path.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let file = path.display().to_string();
+    assert!(err.contains(&format!("{file}:4:")), "{err}");
+    assert!(err.contains("mailboxes[0].password"), "{err}");
+    assert!(
+        err.contains("password_env") && err.contains("password_file"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{file}:7:5: mailboxes[0].intervall")),
+        "{err}"
+    );
+    assert!(err.contains("did you mean `interval`"), "{err}");
+    assert!(!err.contains("hunter2-inline"), "secret echoed: {err}");
+}
+
+#[test]
+fn missing_secret_env_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    std::fs::write(
+        &path,
+        "mailboxes:\n  - name: a\n    host: 127.0.0.1\n    username: u@example.com\n    password_env: SMTP_CANARY_TEST_UNSET_VAR\n    from: a@example.com\n    to: [b@example.com]\n",
+    )
+    .unwrap();
+    let out = run(
+        &["check-config", "--config.file", path.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("SMTP_CANARY_TEST_UNSET_VAR"), "{err}");
+}
+
+#[test]
+fn wrong_flag_and_unknown_mailbox_exit_2() {
+    let out = run(&["--no-such-flag"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = run(&["probe", "no-such-mailbox"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("demo-healthy"));
+    let out = run(&["--shard", "3/3", "check-config"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn probe_json_of_the_demo_mailboxes() {
+    let state = tempfile::tempdir().unwrap();
+    let st = state.path().to_str().unwrap();
+    let out = run(
+        &[
+            "probe",
+            "demo-healthy",
+            "--format",
+            "json",
+            "--state.dir",
+            st,
+        ],
+        &[],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["mailbox"], "demo-healthy");
+    assert_eq!(v["success"], true);
+    for k in ["class", "phase", "code", "reply", "hint"] {
+        assert!(v[k].is_null(), "{k} must be null on success: {v}");
+    }
+    assert!(v["message_id"].as_str().is_some_and(|m| m.starts_with('<')));
+    assert_eq!(v["tls"]["version"], "TLSv1.3");
+    assert!(
+        v["tls"]["cert_not_after"]
+            .as_str()
+            .is_some_and(|s| s.ends_with('Z'))
+    );
+    for p in [
+        "connect", "greeting", "ehlo", "starttls", "auth", "mail", "rcpt", "data",
+    ] {
+        assert!(v["phases"][p].is_f64(), "phase {p} missing: {v}");
+    }
+    assert!(v["total_seconds"].is_f64());
+
+    let out = run(
+        &[
+            "probe",
+            "demo-smtp-auth-disabled",
+            "--format",
+            "json",
+            "--state.dir",
+            st,
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["success"], false);
+    assert_eq!(v["class"], "auth_policy");
+    assert_eq!(v["phase"], "auth");
+    assert_eq!(v["code"], "5.7.139");
+    assert!(v["reply"].as_str().unwrap().starts_with("535 5.7.139"));
+    assert!(v["hint"].as_str().unwrap().contains("Set-CASMailbox"));
+    assert!(v["message_id"].is_null());
+
+    let out = run(
+        &["probe", "demo-smtp-auth-disabled", "--state.dir", st],
+        &[],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("auth_policy") && text.contains("transcript:") && text.contains("<redacted>"),
+        "{text}"
+    );
+}
+
+/// The README's run command, with the shipped config: live metrics for a healthy and an
+/// auth-disabled demo mailbox, the status page, health, and a clean SIGTERM.
+#[test]
+fn daemon_with_shipped_config_serves_metrics_and_stops_on_sigterm() {
+    let state = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(
+        &repo().join("config.yaml"),
+        state.path(),
+        &["--probe.immediate"],
+        &[],
+    );
+    let body = d.wait_metrics(Duration::from_secs(20), |b| {
+        metric_value(b, "smtp_canary_probe_success{mailbox=\"demo-healthy\"}") == Some(1.0)
+            && b.contains("class=\"auth_policy\",code=\"5.7.139\",mailbox=\"demo-smtp-auth-disabled\",phase=\"auth\"")
+    });
+    // Counters exist from the start, so rate() works from the first scrape.
+    assert!(body.contains(
+        "smtp_canary_probes_skipped_total{mailbox=\"demo-healthy\",reason=\"concurrency\"} 0"
+    ));
+    assert!(body.contains("smtp_canary_build_info{"));
+    assert_eq!(
+        metric_value(&body, "smtp_canary_config_last_reload_successful"),
+        Some(1.0)
+    );
+    assert!(
+        body.contains(
+            "smtp_canary_tls_version_info{mailbox=\"demo-healthy\",version=\"TLSv1.3\"} 1"
+        )
+    );
+    assert!(body.contains(
+        "smtp_canary_phase_seconds_bucket{mailbox=\"demo-healthy\",phase=\"auth\",le=\"0.005\"}"
+    ));
+
+    assert_eq!(d.get("/-/healthy").map(|r| r.0), Some(200));
+    assert_eq!(d.get("/-/ready").map(|r| r.0), Some(200));
+    let (code, page) = d.get("/").expect("status page");
+    assert_eq!(code, 200);
+    assert!(
+        page.contains("demo-smtp-auth-disabled")
+            && page.contains("5.7.139")
+            && page.contains("Set-CASMailbox")
+    );
+    assert_eq!(d.get("/nope").map(|r| r.0), Some(404));
+
+    let (status, took) = d.terminate();
+    assert!(status.success(), "exit {status:?}; log:\n{}", d.log());
+    assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
+    assert!(d.log().contains("shutting down"));
+}
+
+/// SIGTERM while a probe waits on a slow server: the probe finishes within its
+/// deadlines (here: the server answers DATA after 1.5 s), then the daemon exits 0.
+#[test]
+fn sigterm_lets_in_flight_probe_finish() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let pki = Pki::generate(&["localhost", "127.0.0.1"]).unwrap();
+    let server = rt.block_on(async {
+        SmtpServer::new()
+            .starttls(pki.server_config().unwrap())
+            .users([("u@example.com", "pw-for-sigterm-test")])
+            .script(Script::new().on(
+                Stage::DataEnd,
+                Rule::new(Action::Default).delay(Duration::from_millis(1500)),
+            ))
+            .start()
+            .await
+            .unwrap()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, pki.ca_pem()).unwrap();
+    let cfg = dir.path().join("c.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "mailboxes:\n  - name: slow\n    host: 127.0.0.1\n    port: {}\n    username: u@example.com\n    password_env: SIGTERM_TEST_PW\n    from: u@example.com\n    to: [v@example.com]\n    tls: {{ca_file: {}}}\n    timeout: 10s\n",
+            server.local_addr().port(),
+            ca.display()
+        ),
+    )
+    .unwrap();
+    let mut d = Daemon::start(
+        &cfg,
+        dir.path(),
+        &["--probe.immediate"],
+        &[("SIGTERM_TEST_PW", "pw-for-sigterm-test")],
+    );
+    // Wait until the message is being sent, then stop.
+    let start = Instant::now();
+    while !server.sessions().iter().any(|s| s.sent("DATA")) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "probe never reached DATA: {}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (status, took) = d.terminate();
+    assert!(status.success());
+    assert!(
+        took >= Duration::from_millis(1000),
+        "exited before the probe finished: {took:?}"
+    );
+    assert_eq!(server.message_count(), 1, "the in-flight canary was lost");
+    let log = d.log();
+    assert!(log.contains("probe succeeded"), "{log}");
+    let sessions = server.sessions();
+    assert!(sessions[0].sent("QUIT"), "no QUIT sent");
+}
+
+/// No output of any kind carries the password or an AUTH payload: debug logs in both
+/// formats, /metrics, the status page, probe JSON and text. Both a successful and a
+/// failing AUTH, with PLAIN and LOGIN.
+#[test]
+fn secrets_never_appear_in_any_output() {
+    const PW: &str = "Zq9-very-secret-Pa55word";
+    let user = "secret-test@example.com";
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let pki = Pki::generate(&["localhost", "127.0.0.1"]).unwrap();
+    let (good, bad) = rt.block_on(async {
+        let good = SmtpServer::new()
+            .starttls(pki.server_config().unwrap())
+            .users([(user, PW)])
+            .start()
+            .await
+            .unwrap();
+        let bad = SmtpServer::new()
+            .starttls(pki.server_config().unwrap())
+            .script(Script::new().on(
+                Stage::Auth,
+                Action::reply("535 5.7.3 Authentication unsuccessful"),
+            ))
+            .start()
+            .await
+            .unwrap();
+        (good, bad)
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, pki.ca_pem()).unwrap();
+    let cfg = dir.path().join("c.yaml");
+    let mut yaml = String::from("mailboxes:\n");
+    for (name, port, mech) in [
+        ("good-plain", good.local_addr().port(), "plain"),
+        ("good-login", good.local_addr().port(), "login"),
+        ("bad-plain", bad.local_addr().port(), "plain"),
+        ("bad-login", bad.local_addr().port(), "login"),
+    ] {
+        yaml.push_str(&format!(
+            "  - name: {name}\n    host: 127.0.0.1\n    port: {port}\n    username: {user}\n    password_env: SECRET_TEST_PW\n    auth_mechanism: {mech}\n    from: {user}\n    to: [sink@example.com]\n    tls: {{ca_file: {}}}\n",
+            ca.display()
+        ));
+    }
+    std::fs::write(&cfg, yaml).unwrap();
+    let envs = [("SECRET_TEST_PW", PW)];
+    let forbidden = [
+        PW.to_owned(),
+        B64.encode(PW),
+        B64.encode(format!("\0{user}\0{PW}")),
+        B64.encode(format!("{user}\0{PW}")),
+    ];
+    let check = |what: &str, text: &str| {
+        for f in &forbidden {
+            assert!(!text.contains(f.as_str()), "secret {f:?} leaked in {what}");
+        }
+    };
+
+    let mut outputs = Vec::new();
+    for format in ["logfmt", "json"] {
+        let mut d = Daemon::start(
+            &cfg,
+            dir.path(),
+            &[
+                "--probe.immediate",
+                "--log.level",
+                "debug",
+                "--log.format",
+                format,
+            ],
+            &envs,
+        );
+        let body = d.wait_metrics(Duration::from_secs(20), |b| {
+            ["good-plain", "good-login", "bad-plain", "bad-login"]
+                .iter()
+                .all(|m| b.contains(&format!("smtp_canary_probe_success{{mailbox=\"{m}\"}}")))
+        });
+        assert!(
+            body.contains("smtp_canary_probe_success{mailbox=\"good-plain\"} 1"),
+            "{body}"
+        );
+        assert!(
+            body.contains("smtp_canary_probe_success{mailbox=\"good-login\"} 1"),
+            "{body}"
+        );
+        assert!(
+            body.contains("class=\"auth\",code=\"5.7.3\",mailbox=\"bad-login\""),
+            "{body}"
+        );
+        outputs.push((format!("/metrics ({format})"), body));
+        outputs.push((format!("/ ({format})"), d.get("/").expect("status page").1));
+        let (st, _) = d.terminate();
+        assert!(st.success());
+        outputs.push((format!("debug log ({format})"), d.log()));
+    }
+    for name in ["good-plain", "good-login", "bad-plain", "bad-login"] {
+        for format in ["json", "text"] {
+            let out = run(
+                &[
+                    "probe",
+                    name,
+                    "--format",
+                    format,
+                    "--log.level",
+                    "debug",
+                    "--config.file",
+                    cfg.to_str().unwrap(),
+                ],
+                &envs,
+            );
+            outputs.push((
+                format!("probe {name} {format} stdout"),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+            ));
+            outputs.push((
+                format!("probe {name} {format} stderr"),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            ));
+        }
+    }
+    // The page really shows the transcript of the failure, with the payload redacted.
+    let page = &outputs
+        .iter()
+        .find(|(w, _)| w.starts_with("/ "))
+        .expect("page")
+        .1;
+    assert!(page.contains("&lt;redacted&gt;"), "{page}");
+    for (what, text) in &outputs {
+        check(what, text);
+    }
+    // And the server did receive the real credentials (so the test is meaningful).
+    assert!(
+        good.sessions()
+            .iter()
+            .any(|s| s.user.as_deref() == Some(user))
+    );
+}
