@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use anyhow::Context;
 use tokio::sync::{mpsc, watch};
 
-use crate::auth::Credentials;
+use crate::auth::{CredentialSource, Credentials};
 use crate::config::{self, AuthConfig, Config, ConfigError, Provider, Secret};
 use crate::demo::DemoRelay;
 use crate::metrics::Metrics;
@@ -95,11 +95,11 @@ pub fn check_config(flags: &Flags) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Credentials per mailbox name.
-fn credentials(cfg: &Config) -> HashMap<String, Credentials> {
+/// Where each mailbox's credentials come from, by mailbox name.
+fn credentials(cfg: &Config) -> HashMap<String, CredentialSource> {
     cfg.mailboxes
         .iter()
-        .map(|mb| (mb.name.clone(), Credentials::from_config(&mb.auth)))
+        .map(|mb| (mb.name.clone(), CredentialSource::Static(Credentials::from_config(&mb.auth))))
         .collect()
 }
 

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::auth::Credentials;
+use crate::auth::{CredentialSource, Credentials};
 use crate::config::Mailbox;
 use crate::metrics::{Metrics, SkipReason};
 use crate::probe::{ProbeResult, Prober, Template};
@@ -109,7 +109,7 @@ impl Scheduler {
     }
 
     /// Starts one task per mailbox.
-    pub fn start(&mut self, mailboxes: &[Arc<Mailbox>], creds: &HashMap<String, Credentials>, start: Start) {
+    pub fn start(&mut self, mailboxes: &[Arc<Mailbox>], creds: &HashMap<String, CredentialSource>, start: Start) {
         self.shared.board.set_mailboxes(mailboxes);
         for mb in mailboxes {
             self.shared.metrics.register_mailbox(mb);
@@ -124,7 +124,10 @@ impl Scheduler {
                 Start::Spread => mb.interval.mul_f64(rand::random::<f64>()),
                 Start::Immediate => Duration::ZERO,
             };
-            let c = creds.get(&mb.name).cloned().unwrap_or(Credentials::None);
+            let c = creds
+                .get(&mb.name)
+                .cloned()
+                .unwrap_or(CredentialSource::Static(Credentials::None));
             let task = MailboxTask {
                 shared: self.shared.clone(),
                 mailbox: mb.clone(),
@@ -150,7 +153,7 @@ struct MailboxTask {
     shared: Arc<Shared>,
     mailbox: Arc<Mailbox>,
     template: Template,
-    creds: Credentials,
+    creds: CredentialSource,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -182,7 +185,7 @@ impl MailboxTask {
             let result = self
                 .shared
                 .prober
-                .probe(&self.mailbox, &self.template, &self.creds)
+                .probe_with_source(&self.mailbox, &self.template, &self.creds)
                 .await;
             log_result(&result);
             self.shared.metrics.record(&result);

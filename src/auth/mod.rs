@@ -5,6 +5,11 @@
 //! XOAUTH2 tokens come from an OAuth 2.0 endpoint; fetching them is a later addition that
 //! plugs in as another [`Credentials`] source.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::SystemTime;
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 
@@ -52,6 +57,48 @@ impl Credentials {
             None => usable.iter().copied().find(|m| is_offered(*m)),
         }
     }
+}
+
+/// Where a probe gets its credentials: fixed ones from the config, or an access token
+/// from a [`TokenProvider`] (fetched, or reused from its cache).
+#[derive(Clone)]
+pub enum CredentialSource {
+    Static(Credentials),
+    OAuth(Arc<dyn TokenProvider>),
+}
+
+impl From<Credentials> for CredentialSource {
+    fn from(c: Credentials) -> Self {
+        CredentialSource::Static(c)
+    }
+}
+
+/// An OAuth 2.0 access token for XOAUTH2.
+#[derive(Debug, Clone)]
+pub struct AccessToken {
+    pub username: String,
+    pub token: Secret,
+    pub expires_at: SystemTime,
+    /// True when this call fetched it from the token endpoint (the probe then times the
+    /// `oauth_token` phase); false when it came from the cache.
+    pub fetched: bool,
+}
+
+/// Why no access token could be obtained.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{description}")]
+pub struct TokenError {
+    /// The `reason` label: the OAuth `error` code, `http_<status>`, `network`, `timeout`
+    /// or `malformed`.
+    pub reason: String,
+    /// For logs and the probe's `reply`: the endpoint's `error_description` (AADSTS
+    /// codes live there). Never the secret or a token.
+    pub description: String,
+}
+
+/// A source of access tokens for one mailbox.
+pub trait TokenProvider: Send + Sync {
+    fn token(&self) -> Pin<Box<dyn Future<Output = Result<AccessToken, TokenError>> + Send + '_>>;
 }
 
 /// One client step of a SASL exchange: the line to send (without CRLF).

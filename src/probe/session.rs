@@ -18,7 +18,7 @@ use super::result::{Failure, ProbeResult};
 use super::tls::{TlsInfo, TlsTrust};
 use super::transcript::{Direction, Transcript};
 use super::Phase;
-use crate::auth::{self, Credentials};
+use crate::auth::{self, CredentialSource, Credentials};
 use crate::classify::{self, Class, HintInput};
 use crate::config::{Mailbox, Mechanism, Security};
 
@@ -89,21 +89,32 @@ impl Prober {
     /// Runs one probe of `mb`. Never panics on server input and always returns within
     /// the mailbox's timeout plus a short parting QUIT.
     pub async fn probe(&self, mb: &Mailbox, template: &Template, creds: &Credentials) -> ProbeResult {
-        self.probe_with_id(mb, template, creds, new_probe_id()).await
+        let source = CredentialSource::Static(creds.clone());
+        self.probe_with_id(mb, template, &source, new_probe_id()).await
+    }
+
+    /// Like [`Prober::probe`], with credentials from a source (an OAuth token cache).
+    pub async fn probe_with_source(
+        &self,
+        mb: &Mailbox,
+        template: &Template,
+        source: &CredentialSource,
+    ) -> ProbeResult {
+        self.probe_with_id(mb, template, source, new_probe_id()).await
     }
 
     pub async fn probe_with_id(
         &self,
         mb: &Mailbox,
         template: &Template,
-        creds: &Credentials,
+        source: &CredentialSource,
         probe_id: String,
     ) -> ProbeResult {
         let start = Instant::now();
         let mut s = Session {
             prober: self,
             mb,
-            creds,
+            creds: Credentials::None,
             start,
             deadline: start + mb.timeout,
             phases: Vec::with_capacity(12),
@@ -113,7 +124,10 @@ impl Prober {
             mechanism: None,
             conn: None,
         };
-        let outcome = s.run(template, &probe_id).await;
+        let outcome = match s.credentials(source).await {
+            Ok(()) => s.run(template, &probe_id).await,
+            Err(f) => Err(f),
+        };
         // A failed probe ends at the failure, not after the courtesy QUIT.
         let total = start.elapsed();
         let failure = match outcome {
@@ -157,7 +171,7 @@ pub fn new_probe_id() -> String {
 struct Session<'a> {
     prober: &'a Prober,
     mb: &'a Mailbox,
-    creds: &'a Credentials,
+    creds: Credentials,
     start: Instant,
     deadline: Instant,
     phases: Vec<(Phase, Duration)>,
@@ -181,6 +195,48 @@ fn fail(class: Class, phase: Phase, error: impl Into<String>) -> Failure {
 }
 
 impl Session<'_> {
+    /// Takes the credentials from their source; fetching a token is the `oauth_token`
+    /// phase (only when one is actually fetched, not when it comes from the cache).
+    async fn credentials(&mut self, source: &CredentialSource) -> Result<(), Failure> {
+        let provider = match source {
+            CredentialSource::Static(c) => {
+                self.creds = c.clone();
+                return Ok(());
+            }
+            CredentialSource::OAuth(p) => p,
+        };
+        let t = Instant::now();
+        let r = timeout_at(self.phase_deadline(Phase::OauthToken), provider.token()).await;
+        match r {
+            Err(_) => {
+                self.record(Phase::OauthToken, t);
+                Err(self.timeout(Phase::OauthToken, t))
+            }
+            Ok(Err(e)) => {
+                self.record(Phase::OauthToken, t);
+                Err(Failure {
+                    class: Class::OauthToken,
+                    phase: Phase::OauthToken,
+                    code: String::new(),
+                    reply: Some(e.description.clone()),
+                    error: format!("no access token ({})", e.reason),
+                    hint: String::new(),
+                })
+            }
+            Ok(Ok(tok)) => {
+                if tok.fetched {
+                    self.record(Phase::OauthToken, t);
+                    self.note("access token fetched");
+                }
+                self.creds = Credentials::Bearer {
+                    username: tok.username,
+                    token: tok.token,
+                };
+                Ok(())
+            }
+        }
+    }
+
     async fn run(&mut self, template: &Template, probe_id: &str) -> Result<(), Failure> {
         let addrs = self.resolve().await?;
         let tcp = self.connect(&addrs).await?;
@@ -401,7 +457,7 @@ impl Session<'_> {
             ));
         };
         self.mechanism = Some(mech);
-        let Some((first, steps)) = auth::exchange(mech, self.creds) else {
+        let Some((first, steps)) = auth::exchange(mech, &self.creds) else {
             return Err(fail(Class::AuthPolicy, Phase::Auth, "credentials do not fit the mechanism"));
         };
         let shown = format!("AUTH {} <redacted>", mech.as_str());
