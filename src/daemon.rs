@@ -12,12 +12,13 @@ use std::sync::atomic::Ordering;
 use anyhow::Context;
 use tokio::sync::{mpsc, watch};
 
-use crate::auth::{CredentialSource, Credentials};
+use crate::auth::{self, CacheOptions, CredentialSource, CredentialSources, TokenClient};
 use crate::config::{self, AuthConfig, Config, ConfigError, Provider, Secret};
 use crate::demo::DemoRelay;
 use crate::metrics::Metrics;
 use crate::probe::{Prober, ProberOptions, Template};
 use crate::scheduler::{Board, Scheduler, Shared, Start, log_result};
+use crate::state::StateStore;
 use crate::web::{self, WebState};
 
 /// Default `--web.listen-address`: loopback, port 9587 (587 for submission).
@@ -77,7 +78,14 @@ pub fn check_config(flags: &Flags) -> ExitCode {
         let auth = match &mb.auth {
             AuthConfig::None => "no AUTH".to_owned(),
             AuthConfig::Password { username, .. } => format!("password as {username}"),
-            AuthConfig::OAuth2 { username, .. } => format!("XOAUTH2 as {username}"),
+            AuthConfig::OAuth2 { username, oauth } => format!(
+                "XOAUTH2 as {username} ({}, token endpoint {})",
+                match oauth.grant {
+                    config::Grant::ClientCredentials => "client_credentials",
+                    config::Grant::RefreshToken => "refresh_token",
+                },
+                oauth.token_url
+            ),
         };
         println!(
             "  {:<24} {:<13} {} {} every {:?} (timeout {:?}), {}, {} -> {}",
@@ -92,20 +100,45 @@ pub fn check_config(flags: &Flags) -> ExitCode {
             mb.to.join(", ")
         );
     }
+    // Readiness findings are warnings: the config stays valid (exit 0).
+    for f in auth::basic_auth_findings(&cfg) {
+        println!("finding {} ({}) domain {}: {}", f.check(), f.severity(), f.domain, f.message());
+    }
     ExitCode::SUCCESS
 }
 
-/// Where each mailbox's credentials come from, by mailbox name.
-fn credentials(cfg: &Config) -> HashMap<String, CredentialSource> {
-    cfg.mailboxes
-        .iter()
-        .map(|mb| (mb.name.clone(), CredentialSource::Static(Credentials::from_config(&mb.auth))))
-        .collect()
+/// Where each mailbox's credentials come from, by mailbox name (token caches for
+/// `oauth2:` mailboxes, kept across reloads by `oauth`).
+fn credentials(cfg: &Config, oauth: &CredentialSources) -> HashMap<String, CredentialSource> {
+    oauth.for_config(cfg)
+}
+
+/// The OAuth token sources: one HTTP client on the prober's TLS trust, rotated refresh
+/// tokens kept in `--state.dir`, token metrics on `metrics` (none for `probe NAME`).
+fn oauth_sources(prober: &Prober, flags: &Flags, metrics: Option<Arc<Metrics>>) -> anyhow::Result<CredentialSources> {
+    let client = TokenClient::new(prober.tls()).context("setting up the OAuth token client")?;
+    let opts = CacheOptions {
+        state_dir: Some(flags.state_dir.clone()),
+        metrics,
+        ..CacheOptions::default()
+    };
+    Ok(CredentialSources::new(client, opts))
+}
+
+/// Exports the Basic-auth retirement findings; at start also logs each one once.
+fn basic_auth_readiness(cfg: &Config, metrics: &Metrics, log: bool) {
+    let findings = auth::basic_auth_findings(cfg);
+    if log {
+        for f in &findings {
+            tracing::warn!(check = f.check(), severity = f.severity(), domain = %f.domain, mailbox = %f.mailbox, "{}", f.message());
+        }
+    }
+    metrics.set_basic_auth_findings(findings.iter().map(|f| f.domain.as_str()));
 }
 
 /// The running demo relay and the CA file its mailboxes trust (removed on drop).
 struct Demo {
-    _relay: DemoRelay,
+    relay: DemoRelay,
     ca_path: PathBuf,
 }
 
@@ -115,38 +148,44 @@ impl Drop for Demo {
     }
 }
 
-/// Points `provider: demo` mailboxes at an in-process relay, started only when needed.
-async fn attach_demo(cfg: &mut Config, state_dir: &std::path::Path) -> anyhow::Result<Option<Demo>> {
+/// Points `provider: demo` mailboxes at the in-process relay, starting it the first time
+/// a config has any (it then lives until exit, across reloads).
+async fn attach_demo(
+    cfg: &mut Config,
+    state_dir: &std::path::Path,
+    demo: &mut Option<Demo>,
+) -> anyhow::Result<()> {
     if !cfg.mailboxes.iter().any(|m| m.provider == Provider::Demo) {
-        return Ok(None);
+        return Ok(());
     }
-    let relay = DemoRelay::start().await.context("starting the demo relay")?;
-    // The demo mailboxes trust exactly the relay's throwaway CA, through the same
-    // `tls.ca_file` path every other mailbox uses.
-    let dir = if std::fs::create_dir_all(state_dir).is_ok() {
-        state_dir.to_path_buf()
-    } else {
-        std::env::temp_dir()
-    };
-    let ca_path = dir.join(format!("demo-ca-{}.pem", std::process::id()));
-    std::fs::write(&ca_path, relay.ca_pem()).with_context(|| format!("writing {}", ca_path.display()))?;
-    let addr = relay.addr();
+    if demo.is_none() {
+        let relay = DemoRelay::start().await.context("starting the demo relay")?;
+        // The demo mailboxes trust exactly the relay's throwaway CA, through the same
+        // `tls.ca_file` path every other mailbox uses.
+        let dir = if std::fs::create_dir_all(state_dir).is_ok() {
+            state_dir.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        };
+        let ca_path = dir.join(format!("demo-ca-{}.pem", std::process::id()));
+        std::fs::write(&ca_path, relay.ca_pem()).with_context(|| format!("writing {}", ca_path.display()))?;
+        tracing::info!(addr = %relay.addr(), "demo relay started for provider: demo mailboxes");
+        *demo = Some(Demo { relay, ca_path });
+    }
+    let Some(d) = demo.as_ref() else { return Ok(()) };
+    let addr = d.relay.addr();
     for mb in cfg.mailboxes.iter_mut().filter(|m| m.provider == Provider::Demo) {
         let mb = Arc::make_mut(mb);
         mb.host = addr.ip().to_string();
         mb.port = addr.port();
-        mb.tls.ca_file = Some(ca_path.clone());
+        mb.tls.ca_file = Some(d.ca_path.clone());
         if let AuthConfig::Password { password, .. } = &mut mb.auth
             && password.expose().is_empty()
         {
-            *password = Secret::new(relay.password());
+            *password = Secret::new(d.relay.password());
         }
     }
-    tracing::info!(%addr, "demo relay started for provider: demo mailboxes");
-    Ok(Some(Demo {
-        _relay: relay,
-        ca_path,
-    }))
+    Ok(())
 }
 
 fn prober(cfg: &Config, flags: &Flags) -> anyhow::Result<Prober> {
@@ -199,13 +238,15 @@ async fn probe_once_inner(flags: &Flags, name: &str, json: bool) -> anyhow::Resu
         anyhow::bail!("no mailbox named {name:?} in {} (have: {})", flags.config_file.display(), names.join(", "));
     }
     cfg.mailboxes.retain(|m| m.name == name);
-    let _relay = attach_demo(&mut cfg, &flags.state_dir).await?;
+    let mut demo = None;
+    attach_demo(&mut cfg, &flags.state_dir, &mut demo).await?;
     let prober = prober(&cfg, flags)?;
     let mb = cfg.mailboxes[0].clone();
     let template = Template::new(&mb.name, &mb.from, &mb.to, prober.helo_name())
         .with_context(|| format!("mailbox {name}: building the canary message"))?;
-    let creds = Credentials::from_config(&mb.auth);
-    let result = prober.probe(&mb, &template, &creds).await;
+    let oauth = oauth_sources(&prober, flags, None)?;
+    let creds = credentials(&cfg, &oauth).remove(name).unwrap_or(CredentialSource::Static(auth::Credentials::None));
+    let result = prober.probe_with_source(&mb, &template, &creds).await;
     log_result(&result);
     if json {
         println!("{}", serde_json::to_string_pretty(&result.to_json()).context("encoding JSON")?);
@@ -260,26 +301,36 @@ pub async fn run(flags: Flags) -> ExitCode {
     }
 }
 
+/// Makes a loaded config runnable: shard filter and demo relay.
+async fn prepare(mut cfg: Config, flags: &Flags, demo: &mut Option<Demo>) -> anyhow::Result<Config> {
+    if let Some((i, n)) = flags.shard {
+        let before = cfg.mailboxes.len();
+        cfg.mailboxes.retain(|m| shard_of(&m.name, n) == i);
+        tracing::info!(shard = format!("{i}/{n}"), mailboxes = cfg.mailboxes.len(), of = before, "sharding");
+    }
+    attach_demo(&mut cfg, &flags.state_dir, demo).await?;
+    Ok(cfg)
+}
+
 async fn run_inner(flags: Flags) -> anyhow::Result<ExitCode> {
     if flags.web_config_file.is_some() {
         anyhow::bail!("--web.config.file is not supported yet; put a TLS-terminating proxy in front of the listener");
     }
     let metrics = Arc::new(Metrics::new());
-    let mut cfg = match config::load(&flags.config_file) {
-        Ok(c) => c,
+    let mut demo = None;
+    let cfg = match config::load(&flags.config_file) {
+        Ok(cfg) => prepare(cfg, &flags, &mut demo).await?,
         Err(errors) => {
             print_config_errors(&errors);
             return Ok(ExitCode::from(EXIT_CONFIG));
         }
     };
     metrics.config_loaded(true);
-    if let Some((i, n)) = flags.shard {
-        let before = cfg.mailboxes.len();
-        cfg.mailboxes.retain(|m| shard_of(&m.name, n) == i);
-        tracing::info!(shard = format!("{i}/{n}"), mailboxes = cfg.mailboxes.len(), of = before, "sharding");
-    }
-    let _relay = attach_demo(&mut cfg, &flags.state_dir).await?;
+    let store = StateStore::open(&flags.state_dir)
+        .with_context(|| format!("opening --state.dir {}", flags.state_dir.display()))?;
     let prober = Arc::new(prober(&cfg, &flags)?);
+    let oauth = oauth_sources(&prober, &flags, Some(metrics.clone()))?;
+    basic_auth_readiness(&cfg, &metrics, true);
     let board = Arc::new(Board::new());
     let (reload_tx, mut reload_rx) = mpsc::channel(4);
     let state = Arc::new(WebState::new(metrics.clone(), board.clone(), Some(reload_tx)));
@@ -290,36 +341,76 @@ async fn run_inner(flags: Flags) -> anyhow::Result<ExitCode> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let web_task = tokio::spawn(web::serve(listener, state.clone(), stop_rx.clone()));
-    let shared = Arc::new(Shared {
-        prober,
-        metrics: metrics.clone(),
-        board,
-    });
-    let mut scheduler = Scheduler::new(shared, stop_rx.clone());
+    let shared = Arc::new(Shared::new(prober.clone(), metrics.clone(), board, Some(store)));
     let start = if flags.immediate { Start::Immediate } else { Start::Spread };
-    scheduler.start(&cfg.mailboxes, &credentials(&cfg), start);
+    let mut scheduler = Scheduler::new(shared, start);
+    scheduler.apply(&cfg.mailboxes, &credentials(&cfg, &oauth));
     state.ready.store(true, Ordering::Relaxed);
 
     let mut term = signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut hup = signal(tokio::signal::unix::SignalKind::hangup())?;
     loop {
-        tokio::select! {
+        let done = tokio::select! {
             _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT received; shutting down"); break; }
             _ = term.recv() => { tracing::info!("SIGTERM received; shutting down"); break; }
-            _ = hup.recv() => {
-                tracing::warn!("SIGHUP received; live reload is not implemented yet, restart to apply a new config");
-            }
-            Some(done) = reload_rx.recv() => {
-                let _ = done.send(Err("live reload is not implemented yet; restart to apply a new config".into()));
-            }
+            _ = hup.recv() => { tracing::info!("SIGHUP received; reloading the config"); None }
+            Some(done) = reload_rx.recv() => { tracing::info!("reload requested over HTTP"); Some(done) }
+        };
+        let outcome = reload(&flags, &mut demo, &prober, &metrics, &mut scheduler, &oauth).await;
+        if let Some(done) = done {
+            let _ = done.send(outcome.map_err(|e| format!("{e:#}")));
         }
     }
     state.ready.store(false, Ordering::Relaxed);
     let _ = stop_tx.send(true);
-    scheduler.join().await;
+    scheduler.shutdown().await;
     let _ = web_task.await;
     tracing::info!("all probes finished; bye");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Re-reads the config. A bad one keeps the old config running and sets
+/// `config_last_reload_successful 0`; a good one is applied without losing state.
+async fn reload(
+    flags: &Flags,
+    demo: &mut Option<Demo>,
+    prober: &Prober,
+    metrics: &Metrics,
+    scheduler: &mut Scheduler,
+    oauth: &CredentialSources,
+) -> anyhow::Result<()> {
+    let loaded = config::load(&flags.config_file).map_err(|errors| {
+        anyhow::anyhow!(
+            "{}",
+            errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+        )
+    });
+    let prepared = match loaded {
+        Ok(cfg) => prepare(cfg, flags, demo).await,
+        Err(e) => Err(e),
+    };
+    let cfg = match prepared {
+        Ok(c) => c,
+        Err(e) => {
+            metrics.config_loaded(false);
+            tracing::error!(error = format!("{e:#}"), "reload failed; the previous config stays active");
+            return Err(e);
+        }
+    };
+    // A changed CA file must be read again; configs in use stay valid (they are Arcs).
+    prober.tls().clear();
+    for mb in &cfg.mailboxes {
+        if let Err(e) = prober.tls().client_config(mb.tls.ca_file.as_deref()) {
+            metrics.config_loaded(false);
+            tracing::error!(mailbox = %mb.name, error = %e, "reload failed; the previous config stays active");
+            return Err(anyhow::anyhow!("mailbox {}: {e}", mb.name));
+        }
+    }
+    scheduler.apply(&cfg.mailboxes, &credentials(&cfg, oauth));
+    basic_auth_readiness(&cfg, metrics, false);
+    metrics.config_loaded(true);
+    tracing::info!(mailboxes = cfg.mailboxes.len(), "config reloaded");
+    Ok(())
 }
 
 fn signal(kind: tokio::signal::unix::SignalKind) -> anyhow::Result<tokio::signal::unix::Signal> {

@@ -9,8 +9,10 @@
 //! - [`metrics`]: every metric this exporter defines;
 //! - [`scheduler`]: one task per mailbox, jittered, never overlapping;
 //! - [`web`]: the HTTP side (`/metrics`, health, status page);
-//! - [`demo`]: the in-process loopback relay behind `provider: demo`.
+//! - [`demo`]: the in-process loopback relay behind `provider: demo`;
+//! - [`audit`]: the DNS audit of sender domains (SPF, DKIM, DMARC, MX).
 
+pub mod audit;
 pub mod auth;
 pub mod classify;
 pub mod config;
@@ -19,5 +21,7 @@ pub mod demo;
 pub mod logging;
 pub mod metrics;
 pub mod probe;
+pub mod quota;
 pub mod scheduler;
+pub mod state;
 pub mod web;

@@ -17,6 +17,7 @@ use prometheus::{
 use crate::classify::Class;
 use crate::config::{Mailbox, Mechanism};
 use crate::probe::{Phase, ProbeResult, unix};
+use crate::quota::{self, Ledger};
 
 const NS: &str = "smtp_canary";
 
@@ -80,6 +81,8 @@ pub struct Metrics {
     pub build_info: IntGaugeVec,
     pub config_last_reload_successful: IntGauge,
     pub config_last_reload_success_timestamp_seconds: Gauge,
+    /// The exporter's own health: how late probes start against their schedule.
+    pub scheduler_lateness_seconds: prometheus::Histogram,
     /// Label values seen per mailbox for the vectors whose labels are open-ended, so a
     /// removed mailbox's series can all be deleted.
     seen: Mutex<HashMap<String, Seen>>,
@@ -91,6 +94,7 @@ struct Seen {
     tls_version: Option<String>,
     mechanism: Option<Mechanism>,
     phases: HashSet<Phase>,
+    oauth_reasons: HashSet<String>,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -152,6 +156,19 @@ impl Metrics {
             build_info: vec_metric!(r, IntGaugeVec, "build_info", "Build information; always 1.", ["version", "revision"]),
             config_last_reload_successful: scalar_metric!(r, IntGauge, "config_last_reload_successful", "1 if the last config (re)load succeeded."),
             config_last_reload_success_timestamp_seconds: scalar_metric!(r, Gauge, "config_last_reload_success_timestamp_seconds", "When the config was last loaded successfully (Unix seconds)."),
+            scheduler_lateness_seconds: {
+                let h = prometheus::Histogram::with_opts(
+                    HistogramOpts::new(
+                        "scheduler_lateness_seconds",
+                        "How late probes start against their schedule (exporter health, not a contract metric).",
+                    )
+                    .namespace(NS)
+                    .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0]),
+                )
+                .expect("static metric definition");
+                r.register(Box::new(h.clone())).expect("unique metric name");
+                h
+            },
             registry: r,
             seen: Mutex::new(HashMap::new()),
         };
@@ -208,6 +225,9 @@ impl Metrics {
         }
         if let Some(m) = seen.mechanism {
             let _ = self.auth_mechanism_info.remove_label_values(&[name, m.as_str()]);
+        }
+        for reason in &seen.oauth_reasons {
+            let _ = self.oauth_token_failures_total.remove_label_values(&[name, reason]);
         }
         for w in ["minute", "day"] {
             for u in ["messages", "recipients"] {
@@ -273,8 +293,145 @@ impl Metrics {
         }
     }
 
+    /// Publishes a mailbox's quota use, limits and remaining budget.
+    pub fn record_quota(&self, mb: &Mailbox, ledger: &Ledger, budget: u32, now: u64) {
+        let name = mb.name.as_str();
+        for (w, u) in quota::WINDOWS {
+            let labels = [name, w.as_str(), u.as_str()];
+            self.quota_used.with_label_values(&labels).set(ledger.used(w, u, now) as i64);
+            if let Some(limit) = quota::limit(&mb.limits, w, u) {
+                self.quota_limit.with_label_values(&labels).set(i64::from(limit));
+            }
+        }
+        self.budget_remaining
+            .with_label_values(&[name])
+            .set(ledger.budget_remaining(budget, now).max(0));
+    }
+
+    pub fn observe_lateness(&self, late: std::time::Duration) {
+        self.scheduler_lateness_seconds.observe(late.as_secs_f64());
+    }
+
     pub fn skipped(&self, mailbox: &str, reason: SkipReason) {
         self.probes_skipped_total.with_label_values(&[mailbox, reason.as_str()]).inc();
+    }
+
+    /// A token request succeeded: the cached token expires at `expires_at`.
+    pub fn oauth_token_fetched(&self, mailbox: &str, expires_at: std::time::SystemTime) {
+        self.oauth_token_expiry_timestamp_seconds
+            .with_label_values(&[mailbox])
+            .set(unix(expires_at) as f64);
+    }
+
+    /// A token request failed for `reason` (bounded by the token client: an OAuth error
+    /// code, `http_<status>`, `network`, `timeout` or `malformed`).
+    pub fn oauth_token_failed(&self, mailbox: &str, reason: &str) {
+        self.oauth_token_failures_total.with_label_values(&[mailbox, reason]).inc();
+        self.seen()
+            .entry(mailbox.to_owned())
+            .or_default()
+            .oauth_reasons
+            .insert(reason.to_owned());
+    }
+
+    /// Sets `audit_finding{domain, check="auth.basic_auth_retiring", severity="warning"}`
+    /// to 1 for exactly these domains (see `auth::basic_auth_findings`). Only series with
+    /// this check are ever set or removed here, so the DNS audit's own per-domain
+    /// updates and this never delete each other's findings.
+    pub fn set_basic_auth_findings<'a>(&self, domains: impl IntoIterator<Item = &'a str>) {
+        use crate::auth::{BASIC_AUTH_CHECK, BASIC_AUTH_SEVERITY};
+        use prometheus::core::Collector;
+        let want: HashSet<&str> = domains.into_iter().collect();
+        let mut stale = Vec::new();
+        for family in self.audit_finding.collect() {
+            for m in family.get_metric() {
+                let label = |n: &str| m.get_label().iter().find(|l| l.name() == n).map(|l| l.value().to_owned());
+                if label("check").as_deref() == Some(BASIC_AUTH_CHECK)
+                    && let Some(domain) = label("domain")
+                    && !want.contains(domain.as_str())
+                {
+                    stale.push((domain, label("severity").unwrap_or_default()));
+                }
+            }
+        }
+        for (domain, severity) in stale {
+            let _ = self.audit_finding.remove_label_values(&[&domain, BASIC_AUTH_CHECK, &severity]);
+        }
+        for domain in want {
+            self.audit_finding
+                .with_label_values(&[domain, BASIC_AUTH_CHECK, BASIC_AUTH_SEVERITY])
+                .set(1);
+        }
+    }
+
+    /// Publishes one domain's DNS audit. An incomplete audit (SERVFAIL, timeout) only
+    /// sets `audit_success` to 0: it says nothing about the records, so the last
+    /// complete audit's series stay. A complete one replaces the domain's DNS series,
+    /// removing findings and selectors that are gone; `auth.basic_auth_retiring` series
+    /// are the OAuth work's ([`Metrics::set_basic_auth_findings`]) and never touched.
+    pub fn record_audit(&self, r: &crate::audit::DomainReport) {
+        use crate::audit::Check;
+        let d = r.domain.as_str();
+        self.audit_success.with_label_values(&[d]).set(i64::from(r.complete()));
+        if !r.complete() {
+            return;
+        }
+        let owned_elsewhere = Check::AuthBasicAuthRetiring.id();
+        let want: HashSet<(&str, &str)> = r
+            .findings()
+            .filter(|f| f.check != Check::AuthBasicAuthRetiring)
+            .map(|f| (f.check.id(), f.severity.as_str()))
+            .collect();
+        for labels in series_of(&self.audit_finding, d, &["domain", "check", "severity"]) {
+            let (check, severity) = (labels[1].as_str(), labels[2].as_str());
+            if check != owned_elsewhere && !want.contains(&(check, severity)) {
+                let _ = self.audit_finding.remove_label_values(&[d, check, severity]);
+            }
+        }
+        for (check, severity) in &want {
+            self.audit_finding.with_label_values(&[d, check, severity]).set(1);
+        }
+        match &r.spf {
+            Some(spf) => self.spf_dns_lookups.with_label_values(&[d]).set(i64::from(spf.lookups)),
+            None => {
+                let _ = self.spf_dns_lookups.remove_label_values(&[d]);
+            }
+        }
+        let keys: HashMap<&str, u32> = r
+            .dkim
+            .iter()
+            .filter_map(|k| Some((k.selector.as_str(), k.bits?)))
+            .collect();
+        for labels in series_of(&self.dkim_key_bits, d, &["domain", "selector"]) {
+            if !keys.contains_key(labels[1].as_str()) {
+                let _ = self.dkim_key_bits.remove_label_values(&[d, &labels[1]]);
+            }
+        }
+        for (selector, bits) in keys {
+            self.dkim_key_bits.with_label_values(&[d, selector]).set(i64::from(bits));
+        }
+        match r.dmarc.as_ref().and_then(|m| m.policy).and_then(crate::audit::policy_value) {
+            Some(v) => self.dmarc_policy.with_label_values(&[d]).set(v),
+            None => {
+                let _ = self.dmarc_policy.remove_label_values(&[d]);
+            }
+        }
+    }
+
+    /// Deletes the DNS audit's series of a domain that is no longer audited (not the
+    /// `auth.basic_auth_retiring` ones, see [`Metrics::record_audit`]).
+    pub fn remove_audit_domain(&self, domain: &str) {
+        let _ = self.audit_success.remove_label_values(&[domain]);
+        let _ = self.spf_dns_lookups.remove_label_values(&[domain]);
+        let _ = self.dmarc_policy.remove_label_values(&[domain]);
+        for labels in series_of(&self.audit_finding, domain, &["domain", "check", "severity"]) {
+            if labels[1] != crate::audit::Check::AuthBasicAuthRetiring.id() {
+                let _ = self.audit_finding.remove_label_values(&[domain, &labels[1], &labels[2]]);
+            }
+        }
+        for labels in series_of(&self.dkim_key_bits, domain, &["domain", "selector"]) {
+            let _ = self.dkim_key_bits.remove_label_values(&[domain, &labels[1]]);
+        }
     }
 
     /// Marks a config (re)load.
@@ -300,6 +457,28 @@ impl Metrics {
     pub fn registry(&self) -> &Registry {
         &self.registry
     }
+}
+
+/// The label values, in `names` order, of every series of `vec` for `domain` (the
+/// exposition sorts labels by name, so they are looked up by name).
+fn series_of(vec: &IntGaugeVec, domain: &str, names: &[&str]) -> Vec<Vec<String>> {
+    use prometheus::core::Collector;
+    let mut out = Vec::new();
+    for family in vec.collect() {
+        for m in family.get_metric() {
+            let value = |n: &str| {
+                m.get_label()
+                    .iter()
+                    .find(|l| l.name() == n)
+                    .map(|l| l.value().to_owned())
+                    .unwrap_or_default()
+            };
+            if value("domain") == domain {
+                out.push(names.iter().map(|n| value(n)).collect());
+            }
+        }
+    }
+    out
 }
 
 impl Default for Metrics {

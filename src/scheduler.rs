@@ -3,20 +3,29 @@
 //! falls due while the previous one still runs is skipped and counted, never queued, and
 //! one stuck server cannot delay any other mailbox.
 //!
-//! The scheduler owns the "what happened last" board that the status page reads.
+//! Before each probe the task consults the mailbox's [`Ledger`]: a back-off or a spent
+//! budget skips the probe (counted by reason). The send is recorded, durably, right
+//! before the message is written. A reload ([`Scheduler::apply`]) keeps the tasks of
+//! unchanged mailboxes, so their schedules and ledgers carry on.
+//!
+//! The scheduler also owns the "what happened last" board that the status page reads.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::auth::{CredentialSource, Credentials};
 use crate::config::Mailbox;
 use crate::metrics::{Metrics, SkipReason};
-use crate::probe::{ProbeResult, Prober, Template};
+use crate::probe::{ProbeResult, Prober, SendHook, Template};
+use crate::quota::{self, Ledger};
+use crate::state::{Loaded, StateStore};
 
 /// The last results of one mailbox, for the status page.
 #[derive(Debug, Clone)]
@@ -80,6 +89,86 @@ pub struct Shared {
     pub prober: Arc<Prober>,
     pub metrics: Arc<Metrics>,
     pub board: Arc<Board>,
+    /// Where ledgers persist; `None` keeps them in memory only (tests).
+    pub store: Option<StateStore>,
+    /// Each mailbox's ledger, by name; kept across reloads.
+    pub ledgers: Mutex<HashMap<String, Arc<Mutex<Ledger>>>>,
+}
+
+impl Shared {
+    pub fn new(prober: Arc<Prober>, metrics: Arc<Metrics>, board: Arc<Board>, store: Option<StateStore>) -> Shared {
+        Shared {
+            prober,
+            metrics,
+            board,
+            store,
+            ledgers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The mailbox's ledger, loaded from the state directory on first use.
+    async fn ledger(&self, name: &str) -> Arc<Mutex<Ledger>> {
+        if let Some(l) = lock(&self.ledgers).get(name) {
+            return l.clone();
+        }
+        let now = unix_now();
+        let loaded = match &self.store {
+            None => Loaded::Fresh(Ledger::default()),
+            Some(store) => {
+                let store = store.clone();
+                let n = name.to_owned();
+                tokio::task::spawn_blocking(move || store.load(&n, now))
+                    .await
+                    .unwrap_or_else(|e| Loaded::Corrupt {
+                        moved_to: None,
+                        reason: format!("state task failed: {e}"),
+                    })
+            }
+        };
+        let ledger = match loaded {
+            Loaded::Fresh(l) | Loaded::Ok(l) => l,
+            Loaded::Corrupt { moved_to, reason } => {
+                tracing::error!(
+                    mailbox = %name,
+                    reason = %reason,
+                    moved_to = %moved_to.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+                    "state file is corrupt; treating today's budget as spent (no canary for 24 h) rather than risk sending too much"
+                );
+                let l = Ledger::spent(now);
+                self.persist(name, &l).await;
+                l
+            }
+        };
+        lock(&self.ledgers)
+            .entry(name.to_owned())
+            .or_insert_with(|| Arc::new(Mutex::new(ledger)))
+            .clone()
+    }
+
+    async fn persist(&self, name: &str, ledger: &Ledger) {
+        if let Some(store) = &self.store
+            && let Err(e) = store.save(name, ledger.clone()).await
+        {
+            tracing::error!(mailbox = %name, error = %e, "cannot persist the send ledger");
+        }
+    }
+
+    fn publish_quota(&self, mb: &Mailbox, ledger: &Ledger, now: u64) {
+        self.metrics
+            .record_quota(mb, ledger, quota::daily_budget(mb), now);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A poisoned lock only means a panic elsewhere; the data is still usable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// How the first probes are placed.
@@ -91,28 +180,74 @@ pub enum Start {
     Immediate,
 }
 
-/// Runs the mailbox tasks until `shutdown` turns true; then waits for probes in flight
-/// (each bounded by its own deadlines) and returns.
+struct Running {
+    mailbox: Arc<Mailbox>,
+    stop: watch::Sender<bool>,
+    handle: JoinHandle<()>,
+}
+
+/// The mailbox tasks. [`Scheduler::apply`] starts, keeps, restarts or stops them to
+/// match a config; [`Scheduler::shutdown`] stops them all and waits for probes in
+/// flight (each bounded by its own deadlines).
 pub struct Scheduler {
     shared: Arc<Shared>,
-    tasks: JoinSet<()>,
-    shutdown: watch::Receiver<bool>,
+    running: HashMap<String, Running>,
+    start: Start,
 }
 
 impl Scheduler {
-    pub fn new(shared: Arc<Shared>, shutdown: watch::Receiver<bool>) -> Scheduler {
+    pub fn new(shared: Arc<Shared>, start: Start) -> Scheduler {
         Scheduler {
             shared,
-            tasks: JoinSet::new(),
-            shutdown,
+            running: HashMap::new(),
+            start,
         }
     }
 
-    /// Starts one task per mailbox.
-    pub fn start(&mut self, mailboxes: &[Arc<Mailbox>], creds: &HashMap<String, CredentialSource>, start: Start) {
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Makes the running tasks match `mailboxes`: unchanged mailboxes keep their task
+    /// and schedule; changed ones restart (after their probe in flight, never
+    /// overlapping it); removed ones stop and their series are deleted.
+    pub fn apply(&mut self, mailboxes: &[Arc<Mailbox>], creds: &HashMap<String, CredentialSource>) {
         self.shared.board.set_mailboxes(mailboxes);
+        let wanted: HashMap<&str, &Arc<Mailbox>> = mailboxes.iter().map(|m| (m.name.as_str(), m)).collect();
+
+        let removed: Vec<String> = self
+            .running
+            .keys()
+            .filter(|n| !wanted.contains_key(n.as_str()))
+            .cloned()
+            .collect();
+        for name in removed {
+            if let Some(r) = self.running.remove(&name) {
+                let _ = r.stop.send(true);
+                let shared = self.shared.clone();
+                // Delete the series only after the last probe recorded its result.
+                tokio::spawn(async move {
+                    let _ = r.handle.await;
+                    shared.metrics.remove_mailbox(&name);
+                    lock(&shared.ledgers).remove(&name);
+                    tracing::info!(mailbox = %name, "mailbox removed");
+                });
+            }
+        }
+
         for mb in mailboxes {
-            self.shared.metrics.register_mailbox(mb);
+            let previous = match self.running.remove(&mb.name) {
+                Some(r) if r.mailbox == *mb => {
+                    self.running.insert(mb.name.clone(), r);
+                    continue;
+                }
+                Some(r) => {
+                    let _ = r.stop.send(true);
+                    tracing::info!(mailbox = %mb.name, "mailbox changed; restarting its schedule");
+                    Some(r.handle)
+                }
+                None => None,
+            };
             let template = match Template::new(&mb.name, &mb.from, &mb.to, self.shared.prober.helo_name()) {
                 Ok(t) => t,
                 Err(e) => {
@@ -120,32 +255,52 @@ impl Scheduler {
                     continue;
                 }
             };
-            let first = match start {
+            self.shared.metrics.register_mailbox(mb);
+            let first = match self.start {
                 Start::Spread => mb.interval.mul_f64(rand::random::<f64>()),
                 Start::Immediate => Duration::ZERO,
             };
-            let c = creds
-                .get(&mb.name)
-                .cloned()
-                .unwrap_or(CredentialSource::Static(Credentials::None));
+            let (stop, stop_rx) = watch::channel(false);
             let task = MailboxTask {
                 shared: self.shared.clone(),
                 mailbox: mb.clone(),
                 template,
-                creds: c,
-                shutdown: self.shutdown.clone(),
+                creds: creds
+                    .get(&mb.name)
+                    .cloned()
+                    .unwrap_or(CredentialSource::Static(Credentials::None)),
+                stop: stop_rx,
             };
-            self.tasks.spawn(task.run(first));
+            let handle = tokio::spawn(task.run(first, previous));
+            self.running.insert(
+                mb.name.clone(),
+                Running {
+                    mailbox: mb.clone(),
+                    stop,
+                    handle,
+                },
+            );
         }
     }
 
-    /// Waits for every task to end (they end after `shutdown` turns true).
-    pub async fn join(mut self) {
-        while let Some(r) = self.tasks.join_next().await {
-            if let Err(e) = r {
-                tracing::error!(error = %e, "a mailbox task ended abnormally");
+    /// Stops every task and waits for probes in flight to finish.
+    pub async fn shutdown(self) {
+        for r in self.running.values() {
+            let _ = r.stop.send(true);
+        }
+        for (name, r) in self.running {
+            if let Err(e) = r.handle.await {
+                tracing::error!(mailbox = %name, error = %e, "a mailbox task ended abnormally");
             }
         }
+    }
+
+    pub fn len(&self) -> usize {
+        self.running.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.running.is_empty()
     }
 }
 
@@ -154,7 +309,7 @@ struct MailboxTask {
     mailbox: Arc<Mailbox>,
     template: Template,
     creds: CredentialSource,
-    shutdown: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 }
 
 /// Resolves once `rx` holds `true` (or its sender is gone). The borrow guard is dropped
@@ -168,28 +323,52 @@ fn jittered(interval: Duration) -> Duration {
     interval.mul_f64(0.9 + 0.2 * rand::random::<f64>())
 }
 
+/// Records a send in the ledger, durably, right before the message is written: a crash
+/// mid-DATA must still count against the budget.
+struct LedgerHook<'a> {
+    shared: &'a Shared,
+    mailbox: &'a Mailbox,
+    ledger: Arc<Mutex<Ledger>>,
+}
+
+impl SendHook for LedgerHook<'_> {
+    fn before_send(&self, recipients: u32) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            let now = unix_now();
+            let snapshot = {
+                let mut l = lock(&self.ledger);
+                l.record(now, recipients);
+                l.clone()
+            };
+            self.shared.persist(&self.mailbox.name, &snapshot).await;
+            self.shared.publish_quota(self.mailbox, &snapshot, now);
+        })
+    }
+}
+
 impl MailboxTask {
-    async fn run(mut self, first: Duration) {
+    async fn run(mut self, first: Duration, previous: Option<JoinHandle<()>>) {
+        // A restarted mailbox waits for its old task's probe in flight: never two at once.
+        if let Some(p) = previous {
+            let _ = p.await;
+        }
         let name = self.mailbox.name.clone();
+        let ledger = self.shared.ledger(&name).await;
+        {
+            let l = lock(&ledger).clone();
+            self.shared.publish_quota(&self.mailbox, &l, unix_now());
+        }
         let mut due = Instant::now() + first;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(due) => {}
-                _ = stopped(&mut self.shutdown) => break,
+                _ = stopped(&mut self.stop) => break,
             }
-            if *self.shutdown.borrow() {
+            if *self.stop.borrow() {
                 break;
             }
-            // Not raced against shutdown: an in-flight probe finishes within its own
-            // deadlines and says QUIT.
-            let result = self
-                .shared
-                .prober
-                .probe_with_source(&self.mailbox, &self.template, &self.creds)
-                .await;
-            log_result(&result);
-            self.shared.metrics.record(&result);
-            self.shared.board.record(result);
+            self.shared.metrics.observe_lateness(due.elapsed());
+            self.tick(&ledger).await;
 
             due += jittered(self.mailbox.interval);
             let now = Instant::now();
@@ -201,6 +380,64 @@ impl MailboxTask {
             }
         }
         tracing::debug!(mailbox = %name, "mailbox task stopped");
+    }
+
+    /// One due slot: skip (back-off, budget) or probe.
+    async fn tick(&self, ledger: &Arc<Mutex<Ledger>>) {
+        let mb = &*self.mailbox;
+        let now = unix_now();
+        let budget = quota::daily_budget(mb);
+        let skip = {
+            let mut l = lock(ledger);
+            l.prune(now);
+            match l.paused(now) {
+                Some("budget") => Some(SkipReason::Budget),
+                Some(_) => Some(SkipReason::Backoff),
+                None if l.budget_remaining(budget, now) <= 0 => Some(SkipReason::Budget),
+                None => None,
+            }
+        };
+        if let Some(reason) = skip {
+            self.shared.metrics.skipped(&mb.name, reason);
+            tracing::info!(mailbox = %mb.name, reason = reason.as_str(), "probe skipped");
+            let l = lock(ledger).clone();
+            self.shared.publish_quota(mb, &l, now);
+            return;
+        }
+
+        let hook = LedgerHook {
+            shared: &self.shared,
+            mailbox: mb,
+            ledger: ledger.clone(),
+        };
+        let result = self
+            .shared
+            .prober
+            .probe_full(mb, &self.template, &self.creds, Some(&hook))
+            .await;
+        log_result(&result);
+
+        let now = unix_now();
+        let (class, code) = match &result.failure {
+            Some(f) => (Some(f.class), f.code.as_str()),
+            None => (None, ""),
+        };
+        let (pause, snapshot) = {
+            let mut l = lock(ledger);
+            let before = (l.paused_until, l.strikes);
+            let pause = l.after_probe(now, mb.interval, class, code);
+            let changed = before != (l.paused_until, l.strikes);
+            (pause, changed.then(|| l.clone()))
+        };
+        if let Some(p) = pause {
+            tracing::warn!(mailbox = %mb.name, pause_seconds = p.as_secs(), code = %code, "backing off after a throttling or quota reply");
+        }
+        if let Some(l) = snapshot {
+            self.shared.persist(&mb.name, &l).await;
+            self.shared.publish_quota(mb, &l, now);
+        }
+        self.shared.metrics.record(&result);
+        self.shared.board.record(result);
     }
 }
 

@@ -277,7 +277,7 @@ fn preset_fills_and_explicit_keys_win() {
     );
 
     let c = f.ok(&format!(
-        "{base}    host: smtp-legacy.office365.com\n    port: 25\n    limits: {{messages_per_minute: 10, messages_per_day: 500}}\n"
+        "{base}    host: smtp-legacy.office365.com\n    port: 25\n    limits: {{messages_per_minute: 10, messages_per_day: 5000}}\n"
     ));
     let m = mailbox(&c);
     assert_eq!((m.host.as_str(), m.port), ("smtp-legacy.office365.com", 25));
@@ -286,7 +286,7 @@ fn preset_fills_and_explicit_keys_win() {
         m.limits,
         Limits {
             messages_per_minute: Some(10),
-            messages_per_day: Some(500),
+            messages_per_day: Some(5000),
             recipients_per_day: Some(10_000),
             concurrent_connections: Some(3)
         }
@@ -296,7 +296,7 @@ fn preset_fills_and_explicit_keys_win() {
 #[test]
 fn google_and_sendgrid_presets() {
     let f = Fixture::new();
-    let c = f.ok("mailboxes:\n  - name: g\n    provider: google\n    from: a@example.com\n    to: [b@example.com]\n");
+    let c = f.ok("mailboxes:\n  - name: g\n    provider: google\n    interval: 10m\n    from: a@example.com\n    to: [b@example.com]\n");
     let m = mailbox(&c);
     assert_eq!(m.host, "smtp.gmail.com");
     assert_eq!(m.limits.messages_per_day, Some(2_000));
@@ -623,7 +623,7 @@ fn oauth2_rules() {
     assert_eq!(oauth.client_secret.expose(), "");
 
     // Google: default endpoint and scope; grant inferred from the refresh token.
-    let google = "mailboxes:\n  - name: g\n    provider: google\n    from: a@example.com\n    to: [b@example.com]\n    username: a@example.com\n    oauth2:\n";
+    let google = "mailboxes:\n  - name: g\n    provider: google\n    interval: 10m\n    from: a@example.com\n    to: [b@example.com]\n    username: a@example.com\n    oauth2:\n";
     let c = f.ok(&format!(
         "{google}      client_id: id\n      client_secret_env: INVOICES_CLIENT_SECRET\n      refresh_token_file: rt.txt\n"
     ));
@@ -636,14 +636,14 @@ fn oauth2_rules() {
     let e = f.errs(&format!("{google}      tenant: x\n      client_id: id\n      client_secret_env: INVOICES_CLIENT_SECRET\n"));
     assert_err(
         &e[0],
-        8,
+        9,
         7,
         "mailboxes[0].oauth2.grant",
         "no client_credentials grant",
     );
     assert_err(
         &e[1],
-        8,
+        9,
         15,
         "mailboxes[0].oauth2.tenant",
         "only to provider microsoft365",
@@ -904,7 +904,7 @@ fn dns_audit_domains() {
         "unknown provider `gogle`; did you mean `google`?",
     );
     // Provider taken from the domain's mailboxes, selectors from that provider's preset.
-    let c = f.ok("mailboxes:\n  - name: a\n    provider: google\n    from: a@example.com\n    to: [b@example.com]\ndns_audit:\n  domains:\n    - domain: Example.com\n    - domain: other.example\n");
+    let c = f.ok("mailboxes:\n  - name: a\n    provider: google\n    interval: 10m\n    from: a@example.com\n    to: [b@example.com]\ndns_audit:\n  domains:\n    - domain: Example.com\n    - domain: other.example\n");
     assert_eq!(c.dns_audit.domains[0].domain, "example.com");
     assert_eq!(c.dns_audit.domains[0].provider, Provider::Google);
     assert_eq!(

@@ -639,7 +639,7 @@ fn mailbox(
     if ctx.diag.errors.len() > errors_before {
         return None;
     }
-    Some(Mailbox {
+    let mailbox = Mailbox {
         name,
         provider,
         host,
@@ -657,7 +657,19 @@ fn mailbox(
         limits,
         budget,
         line: at_entry.line(),
-    })
+    };
+    // The canary must never be what burns a mailbox's quota: point at the key that sets
+    // the rate (the budget if given, else the interval, else the mailbox entry).
+    if let Err(msg) = crate::quota::check_share(&mailbox) {
+        let (loc, key) = match (m.budget.as_ref(), m.interval.as_ref()) {
+            (Some(b), _) => (b.referenced, format!("{p}.budget.messages_per_day")),
+            (None, Some(i)) => (i.referenced, format!("{p}.interval")),
+            (None, None) => (at_entry, format!("{p}.interval")),
+        };
+        ctx.err(&loc, key, msg);
+        return None;
+    }
+    Some(mailbox)
 }
 
 fn security_word(v: &S<String>) -> Option<Security> {

@@ -19,6 +19,6 @@ pub use phase::Phase;
 pub use reply::{Enhanced, MAX_LINE, MAX_LINES, ReadError, Reply, read_reply};
 pub use resolve::{ResolveError, Resolver, parse_dns_server};
 pub use result::{Failure, ProbeResult, rfc3339, secs, unix};
-pub use session::{Prober, ProberOptions, new_probe_id};
+pub use session::{Prober, ProberOptions, SendHook, new_probe_id};
 pub use tls::{TlsInfo, TlsSetupError, TlsTrust, provider};
 pub use transcript::{Direction, Entry, Transcript};

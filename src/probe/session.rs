@@ -87,7 +87,7 @@ impl Prober {
     }
 
     /// Runs one probe of `mb`. Never panics on server input and always returns within
-    /// the mailbox's timeout plus a short parting QUIT.
+    /// the mailbox's timeout plus a short parting QUIT (none after a timeout).
     pub async fn probe(&self, mb: &Mailbox, template: &Template, creds: &Credentials) -> ProbeResult {
         let source = CredentialSource::Static(creds.clone());
         self.probe_with_id(mb, template, &source, new_probe_id()).await
@@ -103,12 +103,35 @@ impl Prober {
         self.probe_with_id(mb, template, source, new_probe_id()).await
     }
 
+    /// Like [`Prober::probe_with_source`], calling `hook` right before the message is
+    /// written (the scheduler records the send there).
+    pub async fn probe_full(
+        &self,
+        mb: &Mailbox,
+        template: &Template,
+        source: &CredentialSource,
+        hook: Option<&dyn SendHook>,
+    ) -> ProbeResult {
+        self.run_probe(mb, template, source, new_probe_id(), hook).await
+    }
+
     pub async fn probe_with_id(
         &self,
         mb: &Mailbox,
         template: &Template,
         source: &CredentialSource,
         probe_id: String,
+    ) -> ProbeResult {
+        self.run_probe(mb, template, source, probe_id, None).await
+    }
+
+    async fn run_probe(
+        &self,
+        mb: &Mailbox,
+        template: &Template,
+        source: &CredentialSource,
+        probe_id: String,
+        hook: Option<&dyn SendHook>,
     ) -> ProbeResult {
         let start = Instant::now();
         let mut s = Session {
@@ -123,6 +146,7 @@ impl Prober {
             message_id: None,
             mechanism: None,
             conn: None,
+            hook,
         };
         let outcome = match s.credentials(source).await {
             Ok(()) => s.run(template, &probe_id).await,
@@ -140,7 +164,12 @@ impl Prober {
                     reply: f.reply.as_deref(),
                     uses_password: mb.uses_password(),
                 });
-                s.parting_quit().await;
+                // A server that let a deadline pass will not answer a QUIT in time either
+                // (and its stream may stop mid-reply): close instead of waiting another
+                // PARTING_QUIT, so a timed-out probe returns at its deadline.
+                if f.class != Class::Timeout {
+                    s.parting_quit().await;
+                }
                 Some(f)
             }
         };
@@ -180,6 +209,13 @@ struct Session<'a> {
     message_id: Option<String>,
     mechanism: Option<Mechanism>,
     conn: Option<Conn>,
+    hook: Option<&'a dyn SendHook>,
+}
+
+/// Called right before the message is written (after the server's 354), so a send is on
+/// record even if the process dies mid-DATA.
+pub trait SendHook: Send + Sync {
+    fn before_send(&self, recipients: u32) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>>;
 }
 
 /// Shorthand for a failure that is not a server reply.
@@ -493,6 +529,9 @@ impl Session<'_> {
             return Err(self.rejected(Phase::Data, &reply));
         }
         self.message_id = Some(message_id);
+        if let Some(hook) = self.hook {
+            hook.before_send(u32::try_from(self.mb.to.len()).unwrap_or(u32::MAX)).await;
+        }
         let t = Instant::now();
         let deadline = self.phase_deadline(Phase::Data);
         self.transcript.push(

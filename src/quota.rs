@@ -1,0 +1,323 @@
+//! Quota and budget: the canary's own sends per mailbox in rolling one-minute and one-day
+//! windows, the provider's limits they count against, the canary's daily budget, and the
+//! back-off after throttling or quota replies.
+//!
+//! The numbers here are the canary's own use, never the mailbox's total traffic: the
+//! point is that the canary must not be what pushes a mailbox over its limits.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::classify::Class;
+use crate::config::{Limits, Mailbox, Provider};
+
+pub const MINUTE: u64 = 60;
+pub const DAY: u64 = 86_400;
+
+/// The most a canary may use of a provider's daily limit.
+pub const MAX_DAILY_SHARE: f64 = 0.10;
+/// The most a canary may use of a provider's per-minute limit.
+pub const MAX_MINUTE_SHARE: f64 = 0.10;
+
+/// Longest back-off after repeated throttling, and after a spent quota.
+const THROTTLE_BACKOFF_CAP: Duration = Duration::from_secs(3600);
+const QUOTA_BACKOFF_CAP: Duration = Duration::from_secs(6 * 3600);
+
+/// Replies that mean "stop for hours", not "slow down": Exchange Online throttles a sender
+/// after continuous errors and the block cannot be lifted early. The pause is what
+/// Microsoft documents as the usual block (hours); probing sooner only extends it.
+static LONG_PAUSES: &[(&str, Duration)] = &[
+    ("5.2.251", Duration::from_secs(6 * 3600)),
+    ("5.2.252", Duration::from_secs(6 * 3600)),
+    ("5.2.253", Duration::from_secs(6 * 3600)),
+    ("5.2.254", Duration::from_secs(6 * 3600)),
+    ("5.2.255", Duration::from_secs(6 * 3600)),
+];
+
+/// One recorded canary send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Send {
+    /// Unix seconds.
+    pub at: u64,
+    pub recipients: u32,
+}
+
+/// The durable per-mailbox record: sends of the last day and any pause in force.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ledger {
+    pub sends: VecDeque<Send>,
+    /// No probe before this Unix second (back-off, long pause, or a corrupt state file
+    /// treated as a spent budget).
+    #[serde(default)]
+    pub paused_until: Option<u64>,
+    /// Why `paused_until` is set (`backoff`, or `budget` for a corrupt state file).
+    #[serde(default)]
+    pub pause_reason: Option<String>,
+    /// Consecutive throttled/quota results (drives the exponential back-off).
+    #[serde(default)]
+    pub strikes: u32,
+}
+
+/// Which rolling window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    Minute,
+    Day,
+}
+
+impl Window {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Window::Minute => "minute",
+            Window::Day => "day",
+        }
+    }
+
+    fn secs(self) -> u64 {
+        match self {
+            Window::Minute => MINUTE,
+            Window::Day => DAY,
+        }
+    }
+}
+
+/// What is counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Messages,
+    Recipients,
+}
+
+impl Unit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unit::Messages => "messages",
+            Unit::Recipients => "recipients",
+        }
+    }
+}
+
+pub const WINDOWS: [(Window, Unit); 4] = [
+    (Window::Minute, Unit::Messages),
+    (Window::Minute, Unit::Recipients),
+    (Window::Day, Unit::Messages),
+    (Window::Day, Unit::Recipients),
+];
+
+/// The provider limit for a window and unit, if the preset or `limits:` has one.
+pub fn limit(limits: &Limits, window: Window, unit: Unit) -> Option<u32> {
+    match (window, unit) {
+        (Window::Minute, Unit::Messages) => limits.messages_per_minute,
+        (Window::Day, Unit::Messages) => limits.messages_per_day,
+        (Window::Day, Unit::Recipients) => limits.recipients_per_day,
+        (Window::Minute, Unit::Recipients) => None,
+    }
+}
+
+/// The daily budget: `budget.messages_per_day`, else what the interval implies (with
+/// room for the ±10% jitter, so a normal day never runs into it).
+pub fn daily_budget(mb: &Mailbox) -> u32 {
+    mb.budget
+        .messages_per_day
+        .unwrap_or_else(|| implied_per_day(mb.interval))
+}
+
+/// Probes a day at this interval, allowing for intervals up to 10% short.
+pub fn implied_per_day(interval: Duration) -> u32 {
+    let secs = interval.as_secs_f64().max(1.0);
+    (DAY as f64 / (secs * 0.9)).ceil() as u32
+}
+
+impl Ledger {
+    /// Drops sends older than a day.
+    pub fn prune(&mut self, now: u64) {
+        while self.sends.front().is_some_and(|s| s.at + DAY <= now) {
+            self.sends.pop_front();
+        }
+        if self.paused_until.is_some_and(|t| t <= now) {
+            self.paused_until = None;
+            self.pause_reason = None;
+        }
+    }
+
+    pub fn used(&self, window: Window, unit: Unit, now: u64) -> u64 {
+        let from = now.saturating_sub(window.secs());
+        self.sends
+            .iter()
+            .rev()
+            .take_while(|s| s.at > from)
+            .map(|s| match unit {
+                Unit::Messages => 1,
+                Unit::Recipients => u64::from(s.recipients),
+            })
+            .sum()
+    }
+
+    pub fn record(&mut self, now: u64, recipients: u32) {
+        self.prune(now);
+        self.sends.push_back(Send { at: now, recipients });
+    }
+
+    /// Sends left today under `budget`; a corrupt-state pause counts as none left.
+    pub fn budget_remaining(&self, budget: u32, now: u64) -> i64 {
+        if self.pause_reason.as_deref() == Some("budget") && self.paused_until.is_some_and(|t| t > now) {
+            return 0;
+        }
+        i64::from(budget) - self.used(Window::Day, Unit::Messages, now) as i64
+    }
+
+    /// Whether a pause is in force now, and which skip reason it counts as.
+    pub fn paused(&self, now: u64) -> Option<&str> {
+        match self.paused_until {
+            Some(t) if t > now => Some(self.pause_reason.as_deref().unwrap_or("backoff")),
+            _ => None,
+        }
+    }
+
+    /// Updates the back-off after a probe: throttled and quota results back off
+    /// exponentially (capped); anything else clears it. Returns the pause, if any.
+    pub fn after_probe(
+        &mut self,
+        now: u64,
+        interval: Duration,
+        class: Option<Class>,
+        code: &str,
+    ) -> Option<Duration> {
+        let cap = match class {
+            Some(Class::Throttled) => THROTTLE_BACKOFF_CAP,
+            Some(Class::Quota) => QUOTA_BACKOFF_CAP,
+            _ => {
+                self.strikes = 0;
+                return None;
+            }
+        };
+        self.strikes = self.strikes.saturating_add(1);
+        let pause = match LONG_PAUSES.iter().find(|(c, _)| *c == code) {
+            Some((_, long)) => *long,
+            // One interval is already the normal gap: the first strike waits 2 intervals
+            // more, then 4, 8, ... up to the cap.
+            None => interval
+                .saturating_mul(1u32 << self.strikes.min(16))
+                .min(cap),
+        };
+        self.paused_until = Some(now + pause.as_secs());
+        self.pause_reason = Some("backoff".to_owned());
+        Some(pause)
+    }
+
+    /// The worst case for a state file we could not read: today's budget is spent.
+    pub fn spent(now: u64) -> Ledger {
+        Ledger {
+            sends: VecDeque::new(),
+            paused_until: Some(now + DAY),
+            pause_reason: Some("budget".to_owned()),
+            strikes: 0,
+        }
+    }
+}
+
+/// Why a config would burn too much of a provider's quota.
+pub fn check_share(mb: &Mailbox) -> Result<(), String> {
+    // The demo relay has no real quota to protect.
+    if mb.provider == Provider::Demo {
+        return Ok(());
+    }
+    let per_day = daily_budget(mb);
+    let rcpts = mb.to.len() as u64;
+    let day_msgs = u64::from(per_day);
+    let day_rcpts = day_msgs * rcpts;
+    let checks = [
+        (mb.limits.messages_per_day, day_msgs, "messages/day"),
+        (mb.limits.recipients_per_day, day_rcpts, "recipients/day"),
+    ];
+    for (limit, used, what) in checks {
+        let Some(limit) = limit else { continue };
+        let allowed = (f64::from(limit) * MAX_DAILY_SHARE).floor() as u64;
+        if used > allowed {
+            let source = if mb.budget.messages_per_day.is_some() {
+                format!("budget.messages_per_day {per_day}")
+            } else {
+                format!("interval {:?} allows up to {per_day} probes a day (86400 s / (interval x 0.9))", mb.interval)
+            };
+            return Err(format!(
+                "{source} x {rcpts} recipient(s) = {used} {what}, which is {:.1}% of the {} limit of {limit}; \
+                 the canary may use at most {:.0}% ({allowed}). Use a longer interval or set budget.messages_per_day <= {}",
+                used as f64 * 100.0 / f64::from(limit),
+                mb.provider,
+                MAX_DAILY_SHARE * 100.0,
+                allowed / rcpts.max(1),
+            ));
+        }
+    }
+    if let Some(per_min) = mb.limits.messages_per_minute {
+        let canary_per_min = 60.0 / (mb.interval.as_secs_f64() * 0.9);
+        let allowed = f64::from(per_min) * MAX_MINUTE_SHARE;
+        if canary_per_min > allowed {
+            return Err(format!(
+                "interval {:?} sends up to {canary_per_min:.1} messages/minute, over {:.0}% of the {} limit of {per_min}/minute ({allowed:.1}); use an interval of at least {}s",
+                mb.interval,
+                MAX_MINUTE_SHARE * 100.0,
+                mb.provider,
+                (60.0 / (allowed * 0.9)).ceil()
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rolling_windows() {
+        let mut l = Ledger::default();
+        l.record(1000, 1);
+        l.record(1030, 2);
+        l.record(1100, 1);
+        assert_eq!(l.used(Window::Minute, Unit::Messages, 1100), 1);
+        assert_eq!(l.used(Window::Minute, Unit::Messages, 1089), 2);
+        assert_eq!(l.used(Window::Day, Unit::Recipients, 1100), 4);
+        assert_eq!(l.used(Window::Day, Unit::Messages, 1000 + DAY + 1), 2);
+        l.prune(1000 + DAY);
+        assert_eq!(l.sends.len(), 2);
+    }
+
+    #[test]
+    fn budget_and_spent() {
+        let mut l = Ledger::default();
+        for i in 0..3 {
+            l.record(100 + i, 1);
+        }
+        assert_eq!(l.budget_remaining(5, 200), 2);
+        let s = Ledger::spent(200);
+        assert_eq!(s.budget_remaining(5, 300), 0);
+        assert_eq!(s.paused(300), Some("budget"));
+        assert_eq!(s.paused(200 + DAY), None);
+    }
+
+    #[test]
+    fn exponential_backoff_is_capped_and_reset() {
+        let mut l = Ledger::default();
+        let i = Duration::from_secs(300);
+        assert_eq!(l.after_probe(0, i, Some(Class::Throttled), "4.3.2"), Some(Duration::from_secs(600)));
+        assert_eq!(l.after_probe(0, i, Some(Class::Throttled), "4.3.2"), Some(Duration::from_secs(1200)));
+        assert_eq!(l.after_probe(0, i, Some(Class::Throttled), "4.3.2"), Some(Duration::from_secs(2400)));
+        assert_eq!(l.after_probe(0, i, Some(Class::Throttled), "4.3.2"), Some(THROTTLE_BACKOFF_CAP));
+        assert_eq!(l.paused(10), Some("backoff"));
+        assert_eq!(l.after_probe(0, i, None, ""), None);
+        assert_eq!(l.strikes, 0);
+        assert_eq!(
+            l.after_probe(0, i, Some(Class::Throttled), "5.2.253"),
+            Some(Duration::from_secs(6 * 3600))
+        );
+    }
+
+    #[test]
+    fn implied_budget() {
+        assert_eq!(implied_per_day(Duration::from_secs(300)), 320);
+        assert_eq!(implied_per_day(Duration::from_secs(86_400)), 2);
+    }
+}

@@ -1,0 +1,146 @@
+//! Durable state in `--state.dir`: one small JSON file per mailbox holding its
+//! [`Ledger`] (sends of the last day, pauses), so the budget survives restarts and
+//! `kill -9`.
+//!
+//! Every write is atomic: a temp file, fsync, rename, fsync of the directory. A file that
+//! cannot be read or parsed is never reset silently: it is moved aside
+//! (`<name>.json.corrupt-<unix>`), an error is logged, and the mailbox is treated as
+//! having spent today's budget, because sending too much is worse than skipping a day.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::quota::Ledger;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state directory {path}: {source}")]
+    Dir { path: String, source: std::io::Error },
+    #[error("writing {path}: {source}")]
+    Write { path: String, source: std::io::Error },
+    #[error("encoding state: {0}")]
+    Encode(#[from] serde_json::Error),
+    #[error("state task failed: {0}")]
+    Join(String),
+}
+
+/// What loading a mailbox's state found.
+#[derive(Debug)]
+pub enum Loaded {
+    /// No file yet: a fresh ledger.
+    Fresh(Ledger),
+    Ok(Ledger),
+    /// The file was unreadable or corrupt and was moved aside to this path.
+    Corrupt { moved_to: Option<PathBuf>, reason: String },
+}
+
+/// The state directory.
+#[derive(Debug, Clone)]
+pub struct StateStore {
+    dir: PathBuf,
+}
+
+impl StateStore {
+    /// Opens (creating) the directory; mode 0700, it may hold refresh tokens too.
+    pub fn open(dir: &Path) -> Result<StateStore, StateError> {
+        let err = |source| StateError::Dir {
+            path: dir.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(err)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+        }
+        Ok(StateStore { dir: dir.to_path_buf() })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path(&self, mailbox: &str) -> PathBuf {
+        // Mailbox names are [A-Za-z0-9_.-]+ (validated), so they are safe file names;
+        // the prefix keeps `.`/`..` impossible.
+        self.dir.join(format!("mailbox-{mailbox}.json"))
+    }
+
+    /// Reads a mailbox's ledger (blocking; call at start or via spawn_blocking).
+    pub fn load(&self, mailbox: &str, now: u64) -> Loaded {
+        let path = self.path(mailbox);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Loaded::Fresh(Ledger::default()),
+            Err(e) => return self.corrupt(&path, format!("unreadable: {e}"), now),
+        };
+        match serde_json::from_slice::<Ledger>(&bytes) {
+            Ok(mut l) => {
+                l.prune(now);
+                Loaded::Ok(l)
+            }
+            Err(e) => self.corrupt(&path, format!("not valid state: {e}"), now),
+        }
+    }
+
+    fn corrupt(&self, path: &Path, reason: String, now: u64) -> Loaded {
+        let aside = path.with_extension(format!("json.corrupt-{now}"));
+        let moved_to = std::fs::rename(path, &aside).ok().map(|_| aside);
+        Loaded::Corrupt { moved_to, reason }
+    }
+
+    /// Writes a ledger atomically (blocking).
+    pub fn save_blocking(&self, mailbox: &str, ledger: &Ledger) -> Result<(), StateError> {
+        let path = self.path(mailbox);
+        let tmp = path.with_extension("json.tmp");
+        let werr = |source| StateError::Write {
+            path: path.display().to_string(),
+            source,
+        };
+        let data = serde_json::to_vec(ledger)?;
+        let mut f = std::fs::File::create(&tmp).map_err(werr)?;
+        f.write_all(&data).map_err(werr)?;
+        f.sync_all().map_err(werr)?;
+        drop(f);
+        std::fs::rename(&tmp, &path).map_err(werr)?;
+        // The rename is durable only once the directory entry is.
+        if let Ok(d) = std::fs::File::open(&self.dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+
+    /// Writes a ledger atomically off the async runtime.
+    pub async fn save(&self, mailbox: &str, ledger: Ledger) -> Result<(), StateError> {
+        let store = self.clone();
+        let name = mailbox.to_owned();
+        tokio::task::spawn_blocking(move || store.save_blocking(&name, &ledger))
+            .await
+            .map_err(|e| StateError::Join(e.to_string()))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundtrip_and_corrupt_file_is_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateStore::open(dir.path()).unwrap();
+        assert!(matches!(s.load("a", 100), Loaded::Fresh(_)));
+        let mut l = Ledger::default();
+        l.record(100, 2);
+        s.save_blocking("a", &l).unwrap();
+        match s.load("a", 150) {
+            Loaded::Ok(got) => assert_eq!(got, l),
+            other => panic!("{other:?}"),
+        }
+        std::fs::write(dir.path().join("mailbox-a.json"), b"{not json").unwrap();
+        match s.load("a", 200) {
+            Loaded::Corrupt { moved_to: Some(p), .. } => assert!(p.exists()),
+            other => panic!("{other:?}"),
+        }
+        assert!(!dir.path().join("mailbox-a.json").exists());
+    }
+}
