@@ -7,6 +7,16 @@ cd "$(dirname "$0")/.."
 t0=$(date +%s)
 step() { printf '\n=== [%4ss] %s\n' "$(( $(date +%s) - t0 ))" "$*"; }
 
+# The real-stack tests need root (apt-get install, and Postfix, Dovecot, Knot, OpenDKIM and
+# Prometheus run as their own users): fail now, not after the lints.
+if [ "$(id -u)" != 0 ]; then
+  echo "test-all.sh: must run as root: the mail-stack tests install Debian packages and start" >&2
+  echo "  Postfix/Dovecot/OpenDKIM/Knot/Prometheus on loopback (tests/stack/up.sh)." >&2
+  echo "  Run: sudo ./scripts/test-all.sh    (or plain \`cargo test\` for the hermetic subset)" >&2
+  exit 1
+fi
+export STACK_ROOT=${STACK_ROOT:-/var/tmp/smtp-canary-stack}
+
 step "toolchain: $(cargo --version)"
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt || true
 
@@ -18,5 +28,29 @@ cargo clippy --all-targets --locked -- -D warnings
 
 step "cargo test (hermetic: unit tests and the in-process SMTP server)"
 cargo test --locked --all-targets
+
+# The stack is stopped again at exit only if this script started it (a developer's running
+# stack stays up; up.sh restarts it either way, it is idempotent). STACK_KEEP_UP=1 keeps it.
+stack_was_up=0
+[ -f "$STACK_ROOT/run/stack.env" ] && stack_was_up=1
+stack_started=0
+stop_stack() {
+  local rc=$?
+  if [ "$stack_started" = 1 ] && [ "$stack_was_up" = 0 ] && [ "${STACK_KEEP_UP:-0}" != 1 ]; then
+    step "tests/stack/down.sh"
+    tests/stack/down.sh > /dev/null || echo "test-all.sh: tests/stack/down.sh failed" >&2
+  fi
+  exit "$rc"
+}
+trap stop_stack EXIT
+
+step "tests/stack/up.sh (mail stack on loopback; installs packages when missing)"
+ts=$(date +%s)
+stack_started=1
+tests/stack/up.sh
+
+step "cargo test --test stack_integration -- --ignored (real Postfix, Dovecot, OpenDKIM, Knot, Prometheus)"
+cargo test --locked --test stack_integration -- --ignored
+step "mail-stack part took $(( $(date +%s) - ts ))s"
 
 step "done in $(( $(date +%s) - t0 ))s"

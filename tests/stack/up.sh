@@ -119,12 +119,25 @@ fi
 VMAIL_UID=$(id -u vmail); VMAIL_GID=$(id -g vmail)
 chown vmail:vmail mail; chmod 770 mail
 
-if [ ! -s tls/$MAILHOST.crt ] || ! openssl x509 -checkend 86400 -noout -in tls/$MAILHOST.crt >/dev/null; then
-  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=$MAILHOST" \
-    -addext "subjectAltName=DNS:$MAILHOST,DNS:localhost,IP:127.0.0.1" \
-    -keyout tls/$MAILHOST.key -out tls/$MAILHOST.crt 2>/dev/null
+# A private CA (tls/ca.crt, what clients trust: STACK_CA_FILE) and a server leaf signed
+# by it. Not one self-signed cert: `openssl req -x509` marks it CA:TRUE, and webpki
+# (rustls) refuses a CA certificate as the server's end-entity (CaUsedAsEndEntity).
+if [ ! -s tls/ca.crt ] || [ ! -s tls/$MAILHOST.crt ] \
+   || ! openssl x509 -checkend 86400 -noout -in tls/ca.crt >/dev/null \
+   || ! openssl x509 -checkend 86400 -noout -in tls/$MAILHOST.crt >/dev/null \
+   || ! openssl verify -CAfile tls/ca.crt tls/$MAILHOST.crt >/dev/null 2>&1; then
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=smtp-canary-stack test CA" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    -keyout tls/ca.key -out tls/ca.crt 2>/dev/null
+  openssl req -new -newkey rsa:2048 -nodes -subj "/CN=$MAILHOST" \
+    -keyout tls/$MAILHOST.key -out tls/$MAILHOST.csr 2>/dev/null
+  printf '%s\n' "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature,keyEncipherment" \
+    "extendedKeyUsage=serverAuth" "subjectAltName=DNS:$MAILHOST,DNS:localhost,IP:127.0.0.1" > tls/leaf.ext
+  openssl x509 -req -in tls/$MAILHOST.csr -CA tls/ca.crt -CAkey tls/ca.key -CAcreateserial \
+    -days 3650 -extfile tls/leaf.ext -out tls/$MAILHOST.crt 2>/dev/null
+  rm -f tls/$MAILHOST.csr tls/leaf.ext tls/ca.srl
 fi
-chmod 755 tls; chmod 600 tls/$MAILHOST.key; chmod 644 tls/$MAILHOST.crt
+chmod 755 tls; chmod 600 tls/ca.key tls/$MAILHOST.key; chmod 644 tls/ca.crt tls/$MAILHOST.crt
 if [ ! -s etc/dkim/$SELECTOR.private ]; then
   opendkim-genkey -b 2048 -d $DOMAIN -s $SELECTOR -D etc/dkim/
 fi
@@ -423,7 +436,7 @@ STACK_ROOT=$ROOT
 STACK_HOST=127.0.0.1
 STACK_DOMAIN=$DOMAIN
 STACK_TLS_NAME=$MAILHOST
-STACK_CA_FILE=$ROOT/tls/$MAILHOST.crt
+STACK_CA_FILE=$ROOT/tls/ca.crt
 STACK_SMTP_PORT=$STACK_SMTP_PORT
 STACK_IMAP_PORT=$STACK_IMAP_PORT
 STACK_IMAPS_PORT=$STACK_IMAPS_PORT
