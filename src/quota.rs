@@ -157,12 +157,17 @@ impl Ledger {
 
     pub fn record(&mut self, now: u64, recipients: u32) {
         self.prune(now);
-        self.sends.push_back(Send { at: now, recipients });
+        self.sends.push_back(Send {
+            at: now,
+            recipients,
+        });
     }
 
     /// Sends left today under `budget`; a corrupt-state pause counts as none left.
     pub fn budget_remaining(&self, budget: u32, now: u64) -> i64 {
-        if self.pause_reason.as_deref() == Some("budget") && self.paused_until.is_some_and(|t| t > now) {
+        if self.pause_reason.as_deref() == Some("budget")
+            && self.paused_until.is_some_and(|t| t > now)
+        {
             return 0;
         }
         i64::from(budget) - self.used(Window::Day, Unit::Messages, now) as i64
@@ -239,7 +244,10 @@ pub fn check_share(mb: &Mailbox) -> Result<(), String> {
             let source = if mb.budget.messages_per_day.is_some() {
                 format!("budget.messages_per_day {per_day}")
             } else {
-                format!("interval {:?} allows up to {per_day} probes a day (86400 s / (interval x 0.9))", mb.interval)
+                format!(
+                    "interval {:?} allows up to {per_day} probes a day (86400 s / (interval x 0.9))",
+                    mb.interval
+                )
             };
             return Err(format!(
                 "{source} x {rcpts} recipient(s) = {used} {what}, which is {:.1}% of the {} limit of {limit}; \
@@ -302,10 +310,22 @@ mod tests {
     fn exponential_backoff_is_capped_and_reset() {
         let mut l = Ledger::default();
         let i = Duration::from_secs(300);
-        assert_eq!(l.after_probe(0, i, Some(Class::Throttled), "4.3.2"), Some(Duration::from_secs(600)));
-        assert_eq!(l.after_probe(0, i, Some(Class::Throttled), "4.3.2"), Some(Duration::from_secs(1200)));
-        assert_eq!(l.after_probe(0, i, Some(Class::Throttled), "4.3.2"), Some(Duration::from_secs(2400)));
-        assert_eq!(l.after_probe(0, i, Some(Class::Throttled), "4.3.2"), Some(THROTTLE_BACKOFF_CAP));
+        assert_eq!(
+            l.after_probe(0, i, Some(Class::Throttled), "4.3.2"),
+            Some(Duration::from_secs(600))
+        );
+        assert_eq!(
+            l.after_probe(0, i, Some(Class::Throttled), "4.3.2"),
+            Some(Duration::from_secs(1200))
+        );
+        assert_eq!(
+            l.after_probe(0, i, Some(Class::Throttled), "4.3.2"),
+            Some(Duration::from_secs(2400))
+        );
+        assert_eq!(
+            l.after_probe(0, i, Some(Class::Throttled), "4.3.2"),
+            Some(THROTTLE_BACKOFF_CAP)
+        );
         assert_eq!(l.paused(10), Some("backoff"));
         assert_eq!(l.after_probe(0, i, None, ""), None);
         assert_eq!(l.strikes, 0);

@@ -96,7 +96,12 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(prober: Arc<Prober>, metrics: Arc<Metrics>, board: Arc<Board>, store: Option<StateStore>) -> Shared {
+    pub fn new(
+        prober: Arc<Prober>,
+        metrics: Arc<Metrics>,
+        board: Arc<Board>,
+        store: Option<StateStore>,
+    ) -> Shared {
         Shared {
             prober,
             metrics,
@@ -213,7 +218,8 @@ impl Scheduler {
     /// overlapping it); removed ones stop and their series are deleted.
     pub fn apply(&mut self, mailboxes: &[Arc<Mailbox>], creds: &HashMap<String, CredentialSource>) {
         self.shared.board.set_mailboxes(mailboxes);
-        let wanted: HashMap<&str, &Arc<Mailbox>> = mailboxes.iter().map(|m| (m.name.as_str(), m)).collect();
+        let wanted: HashMap<&str, &Arc<Mailbox>> =
+            mailboxes.iter().map(|m| (m.name.as_str(), m)).collect();
 
         let removed: Vec<String> = self
             .running
@@ -248,7 +254,12 @@ impl Scheduler {
                 }
                 None => None,
             };
-            let template = match Template::new(&mb.name, &mb.from, &mb.to, self.shared.prober.helo_name()) {
+            let template = match Template::new(
+                &mb.name,
+                &mb.from,
+                &mb.to,
+                self.shared.prober.helo_name(),
+            ) {
                 Ok(t) => t,
                 Err(e) => {
                     tracing::error!(mailbox = %mb.name, error = %e, "cannot build the canary message; mailbox not probed");

@@ -15,9 +15,15 @@ use crate::quota::Ledger;
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("state directory {path}: {source}")]
-    Dir { path: String, source: std::io::Error },
+    Dir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("writing {path}: {source}")]
-    Write { path: String, source: std::io::Error },
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("encoding state: {0}")]
     Encode(#[from] serde_json::Error),
     #[error("state task failed: {0}")]
@@ -31,7 +37,10 @@ pub enum Loaded {
     Fresh(Ledger),
     Ok(Ledger),
     /// The file was unreadable or corrupt and was moved aside to this path.
-    Corrupt { moved_to: Option<PathBuf>, reason: String },
+    Corrupt {
+        moved_to: Option<PathBuf>,
+        reason: String,
+    },
 }
 
 /// The state directory.
@@ -53,7 +62,9 @@ impl StateStore {
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
         }
-        Ok(StateStore { dir: dir.to_path_buf() })
+        Ok(StateStore {
+            dir: dir.to_path_buf(),
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -71,7 +82,9 @@ impl StateStore {
         let path = self.path(mailbox);
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Loaded::Fresh(Ledger::default()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Loaded::Fresh(Ledger::default());
+            }
             Err(e) => return self.corrupt(&path, format!("unreadable: {e}"), now),
         };
         match serde_json::from_slice::<Ledger>(&bytes) {
@@ -138,7 +151,9 @@ mod tests {
         }
         std::fs::write(dir.path().join("mailbox-a.json"), b"{not json").unwrap();
         match s.load("a", 200) {
-            Loaded::Corrupt { moved_to: Some(p), .. } => assert!(p.exists()),
+            Loaded::Corrupt {
+                moved_to: Some(p), ..
+            } => assert!(p.exists()),
             other => panic!("{other:?}"),
         }
         assert!(!dir.path().join("mailbox-a.json").exists());
