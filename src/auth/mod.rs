@@ -2,9 +2,26 @@
 //! sends. Payloads are secrets: they are built here, written to the wire by the session,
 //! and never shown anywhere (the transcript records `<redacted>` in their place).
 //!
-//! XOAUTH2 tokens come from an OAuth 2.0 endpoint; fetching them is a later addition that
-//! plugs in as another [`Credentials`] source.
+//! This file owns the credential types, the SASL framing and [`credential_sources`], which
+//! gives every mailbox its [`CredentialSource`]. XOAUTH2 tokens come from an OAuth 2.0
+//! endpoint: `oauth.rs` is the HTTP client, `cache.rs` the per-mailbox token cache (the
+//! [`TokenProvider`] probes ask), `store.rs` the rotated refresh token in the state
+//! directory. `readiness.rs` finds the mailboxes that the Basic-auth retirement will hit.
 
+mod cache;
+mod oauth;
+mod readiness;
+mod store;
+
+pub use cache::{
+    BACKOFF_BASE, BACKOFF_CAP, CacheOptions, CacheSetupError, REFRESH_MARGIN, TokenCache, backoff,
+    reuse_for,
+};
+pub use oauth::{ClientSetupError, REQUEST_TIMEOUT, TokenClient};
+pub use readiness::{BASIC_AUTH_CHECK, BASIC_AUTH_SEVERITY, BasicAuthFinding, basic_auth_findings};
+pub use store::{RefreshStore, StoreError};
+
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -13,15 +30,21 @@ use std::time::SystemTime;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 
-use crate::config::{AuthConfig, Mechanism, Secret};
+use crate::config::{AuthConfig, Config, Mechanism, Secret};
 
 /// What a probe authenticates with.
 #[derive(Debug, Clone)]
 pub enum Credentials {
     None,
-    Password { username: String, password: Secret },
+    Password {
+        username: String,
+        password: Secret,
+    },
     /// An OAuth 2.0 access token for XOAUTH2.
-    Bearer { username: String, token: Secret },
+    Bearer {
+        username: String,
+        token: Secret,
+    },
 }
 
 impl Credentials {
@@ -33,7 +56,7 @@ impl Credentials {
                 username: username.clone(),
                 password: password.clone(),
             },
-            // The token is fetched per probe by the OAuth seam; until then there is none.
+            // Its token comes from a TokenCache (see `credential_sources`), not from here.
             AuthConfig::OAuth2 { .. } => Credentials::None,
         }
     }
@@ -99,6 +122,103 @@ pub struct TokenError {
 /// A source of access tokens for one mailbox.
 pub trait TokenProvider: Send + Sync {
     fn token(&self) -> Pin<Box<dyn Future<Output = Result<AccessToken, TokenError>> + Send + '_>>;
+
+    /// The SMTP server rejected `token` (AUTH failed with class `auth`). A cache drops
+    /// it, so the next probe fetches a fresh token rather than presenting a revoked one
+    /// until it expires.
+    fn rejected(&self, _token: &Secret) {}
+}
+
+/// Gives every mailbox its [`CredentialSource`]: a [`TokenCache`] for `oauth2:`
+/// mailboxes (all sharing one HTTP client), the configured credentials otherwise.
+///
+/// Caches are kept across reloads for as long as a mailbox's username and `oauth2:`
+/// settings stay the same, so a reload neither refetches tokens nor lets two caches use
+/// (and rotate) one refresh token.
+pub struct CredentialSources {
+    client: TokenClient,
+    opts: CacheOptions,
+    caches: std::sync::Mutex<HashMap<String, KeptCache>>,
+}
+
+struct KeptCache {
+    username: String,
+    oauth: crate::config::OAuth2,
+    cache: Arc<TokenCache>,
+}
+
+impl CredentialSources {
+    pub fn new(client: TokenClient, opts: CacheOptions) -> CredentialSources {
+        CredentialSources {
+            client,
+            opts,
+            caches: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The sources for `cfg`, by mailbox name. Caches of mailboxes no longer configured
+    /// (or configured differently) are dropped.
+    pub fn for_config(&self, cfg: &Config) -> HashMap<String, CredentialSource> {
+        let mut kept = self.caches.lock().unwrap_or_else(|e| e.into_inner());
+        let mut previous = std::mem::take(&mut *kept);
+        let mut out = HashMap::with_capacity(cfg.mailboxes.len());
+        for mb in &cfg.mailboxes {
+            let source = match &mb.auth {
+                AuthConfig::OAuth2 { username, oauth } => {
+                    let reuse = previous
+                        .remove(&mb.name)
+                        .filter(|k| k.username == *username && k.oauth == *oauth);
+                    let cache = match reuse {
+                        Some(k) => k.cache,
+                        None => match TokenCache::new(
+                            &mb.name,
+                            username,
+                            oauth,
+                            self.client.clone(),
+                            &self.opts,
+                        ) {
+                            Ok(c) => Arc::new(c),
+                            Err(e) => {
+                                // Validation accepted the URL, so this is rare; the
+                                // mailbox still runs and each probe says what is wrong.
+                                tracing::error!(mailbox = %mb.name, error = %e, "cannot set up the token source");
+                                out.insert(
+                                    mb.name.clone(),
+                                    CredentialSource::OAuth(Arc::new(Unusable(e.to_string()))),
+                                );
+                                continue;
+                            }
+                        },
+                    };
+                    kept.insert(
+                        mb.name.clone(),
+                        KeptCache {
+                            username: username.clone(),
+                            oauth: oauth.clone(),
+                            cache: cache.clone(),
+                        },
+                    );
+                    CredentialSource::OAuth(cache)
+                }
+                other => CredentialSource::Static(Credentials::from_config(other)),
+            };
+            out.insert(mb.name.clone(), source);
+        }
+        out
+    }
+}
+
+/// A token source that cannot work (its setup failed): every probe gets the reason.
+struct Unusable(String);
+
+impl TokenProvider for Unusable {
+    fn token(&self) -> Pin<Box<dyn Future<Output = Result<AccessToken, TokenError>> + Send + '_>> {
+        let e = TokenError {
+            reason: "malformed".into(),
+            description: self.0.clone(),
+        };
+        Box::pin(async move { Err(e) })
+    }
 }
 
 /// One client step of a SASL exchange: the line to send (without CRLF).
@@ -120,10 +240,16 @@ pub fn exchange(mech: Mechanism, creds: &Credentials) -> Option<(Secret, Vec<Ste
             ],
         )),
         (Mechanism::Xoauth2, Credentials::Bearer { username, token }) => {
-            let ir = B64.encode(format!("user={username}\x01auth=Bearer {}\x01\x01", token.expose()));
+            let ir = B64.encode(format!(
+                "user={username}\x01auth=Bearer {}\x01\x01",
+                token.expose()
+            ));
             // A 334 here carries the server's JSON error; the client must answer with an
             // empty line to get the final reply (Google's behaviour).
-            Some((Secret::new(format!("AUTH XOAUTH2 {ir}")), vec![Step(Secret::new(String::new()))]))
+            Some((
+                Secret::new(format!("AUTH XOAUTH2 {ir}")),
+                vec![Step(Secret::new(String::new()))],
+            ))
         }
         _ => None,
     }
@@ -162,7 +288,9 @@ mod tests {
             token: Secret::new("tok"),
         };
         let (cmd, _) = exchange(Mechanism::Xoauth2, &creds).unwrap();
-        let b = B64.decode(cmd.expose().trim_start_matches("AUTH XOAUTH2 ")).unwrap();
+        let b = B64
+            .decode(cmd.expose().trim_start_matches("AUTH XOAUTH2 "))
+            .unwrap();
         assert_eq!(b, b"user=a@b.c\x01auth=Bearer tok\x01\x01");
     }
 
@@ -170,7 +298,10 @@ mod tests {
     fn choose_prefers_plain_and_honours_forced() {
         let c = pw();
         assert_eq!(c.choose(None, &["LOGIN", "PLAIN"]), Some(Mechanism::Plain));
-        assert_eq!(c.choose(Some(Mechanism::Login), &["LOGIN", "PLAIN"]), Some(Mechanism::Login));
+        assert_eq!(
+            c.choose(Some(Mechanism::Login), &["LOGIN", "PLAIN"]),
+            Some(Mechanism::Login)
+        );
         assert_eq!(c.choose(None, &["CRAM-MD5"]), None);
         assert_eq!(c.choose(Some(Mechanism::Xoauth2), &["XOAUTH2"]), None);
     }

@@ -152,6 +152,13 @@ impl Prober {
             Ok(()) => s.run(template, &probe_id).await,
             Err(f) => Err(f),
         };
+        // A rejected token (revoked, permission removed) must not be presented again
+        // until it expires: the cache drops it and the next probe fetches a fresh one.
+        if let (Err(f), CredentialSource::OAuth(p), Credentials::Bearer { token, .. }) = (&outcome, source, &s.creds)
+            && f.class == Class::Auth
+        {
+            p.rejected(token);
+        }
         // A failed probe ends at the failure, not after the courtesy QUIT.
         let total = start.elapsed();
         let failure = match outcome {
