@@ -51,6 +51,8 @@ tests/stack/up.sh
 
 step "cargo test --test stack_integration -- --ignored (real Postfix, Dovecot, OpenDKIM, Knot, Prometheus)"
 cargo test --locked --test stack_integration -- --ignored
+step "cargo test --test audit_knot -- --ignored (DNS audit against its own knotd and zones)"
+cargo test --locked --test audit_knot -- --ignored
 step "mail-stack part took $(( $(date +%s) - ts ))s"
 
 step "done in $(( $(date +%s) - t0 ))s"

@@ -345,6 +345,7 @@ async fn run_inner(flags: Flags) -> anyhow::Result<ExitCode> {
     let start = if flags.immediate { Start::Immediate } else { Start::Spread };
     let mut scheduler = Scheduler::new(shared, start);
     scheduler.apply(&cfg.mailboxes, &credentials(&cfg, &oauth));
+    let audit = crate::audit::AuditTask::start(&cfg, prober.resolver().hickory().clone(), metrics.clone(), stop_rx.clone());
     state.ready.store(true, Ordering::Relaxed);
 
     let mut term = signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -356,7 +357,7 @@ async fn run_inner(flags: Flags) -> anyhow::Result<ExitCode> {
             _ = hup.recv() => { tracing::info!("SIGHUP received; reloading the config"); None }
             Some(done) = reload_rx.recv() => { tracing::info!("reload requested over HTTP"); Some(done) }
         };
-        let outcome = reload(&flags, &mut demo, &prober, &metrics, &mut scheduler, &oauth).await;
+        let outcome = reload(&flags, &mut demo, &prober, &metrics, &mut scheduler, &oauth, &audit).await;
         if let Some(done) = done {
             let _ = done.send(outcome.map_err(|e| format!("{e:#}")));
         }
@@ -364,6 +365,7 @@ async fn run_inner(flags: Flags) -> anyhow::Result<ExitCode> {
     state.ready.store(false, Ordering::Relaxed);
     let _ = stop_tx.send(true);
     scheduler.shutdown().await;
+    audit.join().await;
     let _ = web_task.await;
     tracing::info!("all probes finished; bye");
     Ok(ExitCode::SUCCESS)
@@ -378,6 +380,7 @@ async fn reload(
     metrics: &Metrics,
     scheduler: &mut Scheduler,
     oauth: &CredentialSources,
+    audit: &crate::audit::AuditTask,
 ) -> anyhow::Result<()> {
     let loaded = config::load(&flags.config_file).map_err(|errors| {
         anyhow::anyhow!(
@@ -407,6 +410,7 @@ async fn reload(
         }
     }
     scheduler.apply(&cfg.mailboxes, &credentials(&cfg, oauth));
+    audit.update(&cfg);
     basic_auth_readiness(&cfg, metrics, false);
     metrics.config_loaded(true);
     tracing::info!(mailboxes = cfg.mailboxes.len(), "config reloaded");

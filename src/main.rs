@@ -55,6 +55,22 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
     },
+    /// DNS audit of SPF, DKIM, DMARC and MX; exit 0 no error-severity finding, 1 at least
+    /// one (or a domain that could not be audited), 2 usage error.
+    Audit {
+        /// The domains to audit.
+        #[arg(required = true, value_parser = smtp_canary::audit::parse_domain)]
+        domains: Vec<String>,
+        /// The provider that sends for them: its SPF include and DKIM selectors are
+        /// expected (microsoft365, google, ses, sendgrid, generic).
+        #[arg(long)]
+        provider: Option<smtp_canary::config::Provider>,
+        /// A DKIM selector to check besides the provider's (repeatable).
+        #[arg(long = "dkim-selector", value_parser = smtp_canary::audit::parse_selector)]
+        dkim_selector: Vec<String>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -78,6 +94,10 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::CheckConfig) => daemon::check_config(&flags),
         Some(Command::Probe { name, format }) => runtime_run(daemon::probe_once(&flags, &name, format == Format::Json)),
+        Some(Command::Audit { domains, provider, dkim_selector, format }) => {
+            let args = smtp_canary::audit::AuditArgs { domains, provider, dkim_selectors: dkim_selector, json: format == Format::Json };
+            runtime_run(smtp_canary::audit::run_command(&flags.config_file, flags.dns_server, args))
+        }
         None => runtime_run(daemon::run(flags)),
     }
 }

@@ -8,9 +8,11 @@
 //! audit incomplete (`audit_success 0`, the last good findings kept).
 //!
 //! Files: `findings.rs` the check table; `dns.rs` the run (cache, limits, answers);
-//! `spf.rs`, `dkim.rs`, `dmarc.rs` one check each; `report.rs` JSON and text. This file
-//! owns the per-domain orchestration, MX, the CLI's domain targets and the daemon task.
+//! `spf.rs`, `dkim.rs`, `dmarc.rs` one check each; `report.rs` JSON and text;
+//! `command.rs` the `audit` command and the daemon's task. This file owns the per-domain
+//! orchestration, MX and the audit targets.
 
+mod command;
 mod dkim;
 mod dmarc;
 mod dns;
@@ -18,6 +20,7 @@ mod findings;
 mod report;
 mod spf;
 
+pub use command::{AuditArgs, AuditTask, parse_selector, run_command};
 pub use dkim::{DkimReport, MIN_RSA_BITS, ONE_ACTIVE_SELECTOR, WEAK_RSA_BITS};
 pub use dmarc::{DmarcReport, organizational_domain, policy_value};
 pub use dns::{AuditOptions, DnsFailure, FailureKind, RType};
@@ -26,15 +29,12 @@ pub use report::{DomainReport, stdout_colour};
 pub use spf::{LOOKUP_LIMIT, SpfReport, VOID_LIMIT};
 
 use std::future::Future;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use hickory_resolver::TokioResolver;
-use tokio::sync::watch;
 
 use crate::config::{AuditDomain, Config, Provider};
-use crate::metrics::Metrics;
 use dns::{Budget, Run};
 
 /// Why part of an audit has no answer.
@@ -273,35 +273,6 @@ pub fn add_basic_auth_findings(report: &mut DomainReport, cfg: &Config) {
         report
             .outcomes
             .push(Outcome::found(Check::AuthBasicAuthRetiring, f.message()));
-    }
-}
-
-/// The daemon's audit task: audits `targets` at once and then every `interval`, and
-/// publishes each result until `stop` turns true.
-pub async fn run_periodic(
-    auditor: Auditor,
-    targets: Vec<Target>,
-    interval: Duration,
-    metrics: Arc<Metrics>,
-    mut stop: watch::Receiver<bool>,
-) {
-    if targets.is_empty() {
-        return;
-    }
-    tracing::info!(domains = targets.len(), interval = ?interval, "DNS audit scheduled");
-    loop {
-        let reports = tokio::select! {
-            r = auditor.audit_all(&targets) => r,
-            _ = stop.wait_for(|s| *s) => return,
-        };
-        for r in &reports {
-            metrics.record_audit(r);
-            log_report(r);
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
     }
 }
 
