@@ -51,6 +51,8 @@ tests/stack/up.sh
 
 step "cargo test --test stack_integration -- --ignored (real Postfix, Dovecot, OpenDKIM, Knot, Prometheus)"
 cargo test --locked --test stack_integration -- --ignored
+step "cargo test --test oauth_stack -- --ignored (XOAUTH2 through Postfix + Dovecot introspection on 127.0.0.1:18080)"
+cargo test --locked --test oauth_stack -- --ignored
 step "cargo test --test audit_knot -- --ignored (DNS audit against its own knotd and zones)"
 cargo test --locked --test audit_knot -- --ignored
 step "mail-stack part took $(( $(date +%s) - ts ))s"

@@ -329,7 +329,10 @@ impl Inner {
         };
         let issued = self.client.request(&req).await?;
         let expires_at = SystemTime::now() + issued.lifetime;
-        if let Some(new) = &issued.refresh_token
+        // A refresh token next to a client_credentials token has no use (RFC 6749 §4.4.3
+        // says none should be sent): it is neither kept nor stored.
+        if self.grant == Grant::RefreshToken
+            && let Some(new) = &issued.refresh_token
             && refresh_token.as_ref() != Some(new)
         {
             self.lock().refresh_token = Some(new.clone());

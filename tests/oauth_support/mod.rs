@@ -212,6 +212,16 @@ impl TokenEndpoint {
         self.state.live.lock().unwrap().clear();
     }
 
+    /// Revokes one token.
+    pub fn revoke(&self, token: &str) {
+        self.state.live.lock().unwrap().remove(token);
+    }
+
+    /// Token requests received on `path`.
+    pub fn requests_to(&self, path: &str) -> usize {
+        self.recorded().iter().filter(|r| r.path == path).count()
+    }
+
     pub fn is_live(&self, token: &str) -> bool {
         self.state.live.lock().unwrap().contains(token)
     }
