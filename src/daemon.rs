@@ -84,7 +84,7 @@ pub fn check_config(flags: &Flags) -> ExitCode {
                     config::Grant::ClientCredentials => "client_credentials",
                     config::Grant::RefreshToken => "refresh_token",
                 },
-                oauth.token_url
+                auth::display_token_url(&oauth.token_url)
             ),
         };
         println!(

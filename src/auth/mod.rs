@@ -17,7 +17,7 @@ pub use cache::{
     BACKOFF_BASE, BACKOFF_CAP, CacheOptions, CacheSetupError, REFRESH_MARGIN, TokenCache, backoff,
     reuse_for,
 };
-pub use oauth::{ClientSetupError, REQUEST_TIMEOUT, TokenClient};
+pub use oauth::{ClientSetupError, REQUEST_TIMEOUT, TokenClient, display_token_url};
 pub use readiness::{BASIC_AUTH_CHECK, BASIC_AUTH_SEVERITY, BasicAuthFinding, basic_auth_findings};
 pub use store::{RefreshStore, StoreError};
 

@@ -205,6 +205,14 @@ pub(crate) fn endpoint_label(url: &reqwest::Url) -> String {
     }
 }
 
+/// A configured token URL as it may be shown (`check-config`, logs): [`endpoint_label`]
+/// of it, or a placeholder when it does not parse (it could hold anything).
+pub fn display_token_url(url: &str) -> String {
+    reqwest::Url::parse(url)
+        .map(|u| endpoint_label(&u))
+        .unwrap_or_else(|_| "<not a URL>".to_owned())
+}
+
 fn transport_error(e: &reqwest::Error, where_: &str) -> TokenError {
     let reason = if e.is_timeout() { "timeout" } else { "network" };
     // The innermost cause says what happened ("Connection refused", a certificate
@@ -490,5 +498,10 @@ mod tests {
             endpoint_label(&u),
             "https://login.example:8443/t/oauth2/v2.0/token"
         );
+        assert_eq!(
+            display_token_url("https://u:p@h.example/t"),
+            "https://h.example/t"
+        );
+        assert_eq!(display_token_url("not a url"), "<not a URL>");
     }
 }
