@@ -72,8 +72,17 @@ pub async fn run_command(
 ) -> ExitCode {
     // The config is optional: it adds the Basic-auth findings of its mailboxes and the
     // provider and selectors of its `dns_audit` domains.
-    let cfg = if config_file.exists() {
-        match config::load(config_file) {
+    // Reading it (and its secret files) is file I/O: off the async workers.
+    let path = config_file.to_path_buf();
+    let loaded =
+        tokio::task::spawn_blocking(move || path.exists().then(|| config::load(&path))).await;
+    let cfg = match loaded {
+        Err(e) => {
+            eprintln!("smtp-canary: reading the config: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+        Ok(None) => None,
+        Ok(Some(loaded)) => match loaded {
             Ok(c) => Some(c),
             Err(errors) => {
                 for e in &errors {
@@ -82,9 +91,7 @@ pub async fn run_command(
                 eprintln!("config invalid: {} error(s)", errors.len());
                 return ExitCode::from(EXIT_USAGE);
             }
-        }
-    } else {
-        None
+        },
     };
     let resolver = match Resolver::new(dns_server) {
         Ok(r) => r,
