@@ -278,29 +278,31 @@ async fn backoff_doubles_and_a_fixed_endpoint_recovers() {
     let metrics = Arc::new(Metrics::new());
     let opts = CacheOptions {
         metrics: Some(metrics.clone()),
-        backoff_base: Duration::from_millis(300),
-        backoff_cap: Duration::from_millis(600),
+        backoff_base: Duration::from_millis(500),
+        backoff_cap: Duration::from_millis(1000),
         ..CacheOptions::default()
     };
     let cache = cache(&mb, &opts);
     let class = |r: &ProbeResult| r.failure.as_ref().map(|f| f.class);
+    // Each "inside the back-off" check has a margin of 400 ms or more against a slow
+    // machine; each "after it" check only gets later when the machine is slow.
 
-    let r = probe(&mb, &cache).await; // failure 1: back-off 300 ms
+    let r = probe(&mb, &cache).await; // failure 1: back-off 500 ms
     assert_eq!(class(&r), Some(Class::OauthToken));
     assert_eq!(ep.requests(), 1);
     probe(&mb, &cache).await;
     assert_eq!(ep.requests(), 1, "inside the first back-off");
-    tokio::time::sleep(Duration::from_millis(350)).await;
-    probe(&mb, &cache).await; // failure 2: back-off 600 ms
+    tokio::time::sleep(Duration::from_millis(550)).await;
+    probe(&mb, &cache).await; // failure 2: back-off 1000 ms
     assert_eq!(ep.requests(), 2);
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    tokio::time::sleep(Duration::from_millis(550)).await;
     probe(&mb, &cache).await;
     assert_eq!(ep.requests(), 2, "the back-off doubled");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    probe(&mb, &cache).await; // failure 3: back-off capped at 600 ms
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    probe(&mb, &cache).await; // failure 3: 2000 ms, capped at 1000 ms
     assert_eq!(ep.requests(), 3);
     ep.set_mode(Mode::Issue);
-    tokio::time::sleep(Duration::from_millis(650)).await;
+    tokio::time::sleep(Duration::from_millis(1050)).await;
     let r = probe(&mb, &cache).await;
     ok(&r);
     assert_eq!(ep.requests(), 4);
