@@ -44,8 +44,14 @@ pub fn parse_shard(s: &str) -> Result<(u32, u32), String> {
     let (i, n) = s
         .split_once('/')
         .ok_or_else(|| format!("invalid shard {s:?}: expected I/N, e.g. 0/3"))?;
-    let i: u32 = i.trim().parse().map_err(|_| format!("invalid shard index in {s:?}"))?;
-    let n: u32 = n.trim().parse().map_err(|_| format!("invalid shard count in {s:?}"))?;
+    let i: u32 = i
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid shard index in {s:?}"))?;
+    let n: u32 = n
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid shard count in {s:?}"))?;
     if n == 0 || i >= n {
         return Err(format!("invalid shard {s:?}: need 0 <= I < N"));
     }
@@ -68,7 +74,11 @@ pub fn check_config(flags: &Flags) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    println!("{}: valid, {} mailbox(es)", flags.config_file.display(), cfg.mailboxes.len());
+    println!(
+        "{}: valid, {} mailbox(es)",
+        flags.config_file.display(),
+        cfg.mailboxes.len()
+    );
     for mb in &cfg.mailboxes {
         let host = if mb.provider == Provider::Demo {
             "in-process demo relay".to_owned()
@@ -102,7 +112,13 @@ pub fn check_config(flags: &Flags) -> ExitCode {
     }
     // Readiness findings are warnings: the config stays valid (exit 0).
     for f in auth::basic_auth_findings(&cfg) {
-        println!("finding {} ({}) domain {}: {}", f.check(), f.severity(), f.domain, f.message());
+        println!(
+            "finding {} ({}) domain {}: {}",
+            f.check(),
+            f.severity(),
+            f.domain,
+            f.message()
+        );
     }
     ExitCode::SUCCESS
 }
@@ -115,7 +131,11 @@ fn credentials(cfg: &Config, oauth: &CredentialSources) -> HashMap<String, Crede
 
 /// The OAuth token sources: one HTTP client on the prober's TLS trust, rotated refresh
 /// tokens kept in `--state.dir`, token metrics on `metrics` (none for `probe NAME`).
-fn oauth_sources(prober: &Prober, flags: &Flags, metrics: Option<Arc<Metrics>>) -> anyhow::Result<CredentialSources> {
+fn oauth_sources(
+    prober: &Prober,
+    flags: &Flags,
+    metrics: Option<Arc<Metrics>>,
+) -> anyhow::Result<CredentialSources> {
     let client = TokenClient::new(prober.tls()).context("setting up the OAuth token client")?;
     let opts = CacheOptions {
         state_dir: Some(flags.state_dir.clone()),
@@ -159,7 +179,9 @@ async fn attach_demo(
         return Ok(());
     }
     if demo.is_none() {
-        let relay = DemoRelay::start().await.context("starting the demo relay")?;
+        let relay = DemoRelay::start()
+            .await
+            .context("starting the demo relay")?;
         // The demo mailboxes trust exactly the relay's throwaway CA, through the same
         // `tls.ca_file` path every other mailbox uses.
         let dir = if std::fs::create_dir_all(state_dir).is_ok() {
@@ -168,13 +190,20 @@ async fn attach_demo(
             std::env::temp_dir()
         };
         let ca_path = dir.join(format!("demo-ca-{}.pem", std::process::id()));
-        std::fs::write(&ca_path, relay.ca_pem()).with_context(|| format!("writing {}", ca_path.display()))?;
+        std::fs::write(&ca_path, relay.ca_pem())
+            .with_context(|| format!("writing {}", ca_path.display()))?;
         tracing::info!(addr = %relay.addr(), "demo relay started for provider: demo mailboxes");
         *demo = Some(Demo { relay, ca_path });
     }
-    let Some(d) = demo.as_ref() else { return Ok(()) };
+    let Some(d) = demo.as_ref() else {
+        return Ok(());
+    };
     let addr = d.relay.addr();
-    for mb in cfg.mailboxes.iter_mut().filter(|m| m.provider == Provider::Demo) {
+    for mb in cfg
+        .mailboxes
+        .iter_mut()
+        .filter(|m| m.provider == Provider::Demo)
+    {
         let mb = Arc::make_mut(mb);
         mb.host = addr.ip().to_string();
         mb.port = addr.port();
@@ -235,7 +264,11 @@ async fn probe_once_inner(flags: &Flags, name: &str, json: bool) -> anyhow::Resu
     };
     if !cfg.mailboxes.iter().any(|m| m.name == name) {
         let names: Vec<&str> = cfg.mailboxes.iter().map(|m| m.name.as_str()).collect();
-        anyhow::bail!("no mailbox named {name:?} in {} (have: {})", flags.config_file.display(), names.join(", "));
+        anyhow::bail!(
+            "no mailbox named {name:?} in {} (have: {})",
+            flags.config_file.display(),
+            names.join(", ")
+        );
     }
     cfg.mailboxes.retain(|m| m.name == name);
     let mut demo = None;
@@ -245,15 +278,24 @@ async fn probe_once_inner(flags: &Flags, name: &str, json: bool) -> anyhow::Resu
     let template = Template::new(&mb.name, &mb.from, &mb.to, prober.helo_name())
         .with_context(|| format!("mailbox {name}: building the canary message"))?;
     let oauth = oauth_sources(&prober, flags, None)?;
-    let creds = credentials(&cfg, &oauth).remove(name).unwrap_or(CredentialSource::Static(auth::Credentials::None));
+    let creds = credentials(&cfg, &oauth)
+        .remove(name)
+        .unwrap_or(CredentialSource::Static(auth::Credentials::None));
     let result = prober.probe_with_source(&mb, &template, &creds).await;
     log_result(&result);
     if json {
-        println!("{}", serde_json::to_string_pretty(&result.to_json()).context("encoding JSON")?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&result.to_json()).context("encoding JSON")?
+        );
     } else {
         print!("{}", render_text(&result));
     }
-    Ok(if result.success() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if result.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// `probe --format text`: verdict, phases, failure details and the redacted transcript.
@@ -261,11 +303,21 @@ pub fn render_text(r: &crate::probe::ProbeResult) -> String {
     use std::fmt::Write;
     let mut s = String::new();
     let verdict = if r.success() { "DELIVERED" } else { "FAILED" };
-    let _ = writeln!(s, "mailbox {}: {verdict} in {:.3}s (probe {})", r.mailbox, r.total.as_secs_f64(), r.probe_id);
+    let _ = writeln!(
+        s,
+        "mailbox {}: {verdict} in {:.3}s (probe {})",
+        r.mailbox,
+        r.total.as_secs_f64(),
+        r.probe_id
+    );
     if let Some(f) = &r.failure {
         let _ = writeln!(s, "  class:  {}", f.class);
         let _ = writeln!(s, "  phase:  {}", f.phase);
-        let _ = writeln!(s, "  code:   {}", if f.code.is_empty() { "-" } else { &f.code });
+        let _ = writeln!(
+            s,
+            "  code:   {}",
+            if f.code.is_empty() { "-" } else { &f.code }
+        );
         if let Some(reply) = &f.reply {
             let _ = writeln!(s, "  reply:  {}", reply.replace('\n', "\n          "));
         }
@@ -276,12 +328,20 @@ pub fn render_text(r: &crate::probe::ProbeResult) -> String {
         let _ = writeln!(s, "  message-id: {id}");
     }
     if let Some(t) = &r.tls {
-        let exp = t.cert_not_after.map(crate::probe::rfc3339).unwrap_or_else(|| "-".into());
+        let exp = t
+            .cert_not_after
+            .map(crate::probe::rfc3339)
+            .unwrap_or_else(|| "-".into());
         let _ = writeln!(s, "  tls: {} (certificate valid until {exp})", t.version);
     }
     let _ = writeln!(s, "phases:");
     for (p, d) in &r.phases {
-        let _ = writeln!(s, "  {:<12} {:>9.1} ms", p.as_str(), d.as_secs_f64() * 1000.0);
+        let _ = writeln!(
+            s,
+            "  {:<12} {:>9.1} ms",
+            p.as_str(),
+            d.as_secs_f64() * 1000.0
+        );
     }
     let _ = writeln!(s, "transcript:");
     s.push_str(&r.transcript.to_string());
@@ -302,11 +362,20 @@ pub async fn run(flags: Flags) -> ExitCode {
 }
 
 /// Makes a loaded config runnable: shard filter and demo relay.
-async fn prepare(mut cfg: Config, flags: &Flags, demo: &mut Option<Demo>) -> anyhow::Result<Config> {
+async fn prepare(
+    mut cfg: Config,
+    flags: &Flags,
+    demo: &mut Option<Demo>,
+) -> anyhow::Result<Config> {
     if let Some((i, n)) = flags.shard {
         let before = cfg.mailboxes.len();
         cfg.mailboxes.retain(|m| shard_of(&m.name, n) == i);
-        tracing::info!(shard = format!("{i}/{n}"), mailboxes = cfg.mailboxes.len(), of = before, "sharding");
+        tracing::info!(
+            shard = format!("{i}/{n}"),
+            mailboxes = cfg.mailboxes.len(),
+            of = before,
+            "sharding"
+        );
     }
     attach_demo(&mut cfg, &flags.state_dir, demo).await?;
     Ok(cfg)
@@ -314,7 +383,9 @@ async fn prepare(mut cfg: Config, flags: &Flags, demo: &mut Option<Demo>) -> any
 
 async fn run_inner(flags: Flags) -> anyhow::Result<ExitCode> {
     if flags.web_config_file.is_some() {
-        anyhow::bail!("--web.config.file is not supported yet; put a TLS-terminating proxy in front of the listener");
+        anyhow::bail!(
+            "--web.config.file is not supported yet; put a TLS-terminating proxy in front of the listener"
+        );
     }
     let metrics = Arc::new(Metrics::new());
     let mut demo = None;
@@ -333,7 +404,11 @@ async fn run_inner(flags: Flags) -> anyhow::Result<ExitCode> {
     basic_auth_readiness(&cfg, &metrics, true);
     let board = Arc::new(Board::new());
     let (reload_tx, mut reload_rx) = mpsc::channel(4);
-    let state = Arc::new(WebState::new(metrics.clone(), board.clone(), Some(reload_tx)));
+    let state = Arc::new(WebState::new(
+        metrics.clone(),
+        board.clone(),
+        Some(reload_tx),
+    ));
     let listener = web::bind(&flags.listen)
         .await
         .with_context(|| format!("listening on {}", flags.listen))?;
@@ -341,11 +416,25 @@ async fn run_inner(flags: Flags) -> anyhow::Result<ExitCode> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let web_task = tokio::spawn(web::serve(listener, state.clone(), stop_rx.clone()));
-    let shared = Arc::new(Shared::new(prober.clone(), metrics.clone(), board, Some(store)));
-    let start = if flags.immediate { Start::Immediate } else { Start::Spread };
+    let shared = Arc::new(Shared::new(
+        prober.clone(),
+        metrics.clone(),
+        board,
+        Some(store),
+    ));
+    let start = if flags.immediate {
+        Start::Immediate
+    } else {
+        Start::Spread
+    };
     let mut scheduler = Scheduler::new(shared, start);
     scheduler.apply(&cfg.mailboxes, &credentials(&cfg, &oauth));
-    let audit = crate::audit::AuditTask::start(&cfg, prober.resolver().hickory().clone(), metrics.clone(), stop_rx.clone());
+    let audit = crate::audit::AuditTask::start(
+        &cfg,
+        prober.resolver().hickory().clone(),
+        metrics.clone(),
+        stop_rx.clone(),
+    );
     state.ready.store(true, Ordering::Relaxed);
 
     let mut term = signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -357,7 +446,16 @@ async fn run_inner(flags: Flags) -> anyhow::Result<ExitCode> {
             _ = hup.recv() => { tracing::info!("SIGHUP received; reloading the config"); None }
             Some(done) = reload_rx.recv() => { tracing::info!("reload requested over HTTP"); Some(done) }
         };
-        let outcome = reload(&flags, &mut demo, &prober, &metrics, &mut scheduler, &oauth, &audit).await;
+        let outcome = reload(
+            &flags,
+            &mut demo,
+            &prober,
+            &metrics,
+            &mut scheduler,
+            &oauth,
+            &audit,
+        )
+        .await;
         if let Some(done) = done {
             let _ = done.send(outcome.map_err(|e| format!("{e:#}")));
         }
@@ -385,7 +483,11 @@ async fn reload(
     let loaded = config::load(&flags.config_file).map_err(|errors| {
         anyhow::anyhow!(
             "{}",
-            errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
         )
     });
     let prepared = match loaded {
@@ -396,7 +498,10 @@ async fn reload(
         Ok(c) => c,
         Err(e) => {
             metrics.config_loaded(false);
-            tracing::error!(error = format!("{e:#}"), "reload failed; the previous config stays active");
+            tracing::error!(
+                error = format!("{e:#}"),
+                "reload failed; the previous config stays active"
+            );
             return Err(e);
         }
     };

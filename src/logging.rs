@@ -70,7 +70,12 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(&self, _ctx: &FmtContext<'_, S, N>, mut w: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+    fn format_event(
+        &self,
+        _ctx: &FmtContext<'_, S, N>,
+        mut w: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
         let now = time::OffsetDateTime::now_utc();
         let ts = now
             .format(&time::macros::format_description!(
@@ -85,7 +90,10 @@ where
             Level::TRACE => "trace",
         };
         write!(w, "ts={ts} level={level}")?;
-        let mut v = Visitor { out: String::new(), msg: None };
+        let mut v = Visitor {
+            out: String::new(),
+            msg: None,
+        };
         event.record(&mut v);
         if let Some(m) = v.msg {
             write!(w, " msg={}", quote(&m))?;
@@ -107,7 +115,8 @@ impl Visit for Visitor {
         if field.name() == "message" {
             self.msg = Some(value.to_owned());
         } else {
-            self.out.push_str(&format!(" {}={}", field.name(), quote(value)));
+            self.out
+                .push_str(&format!(" {}={}", field.name(), quote(value)));
         }
     }
 
@@ -118,7 +127,9 @@ impl Visit for Visitor {
 
 /// Quotes a logfmt value when it needs it.
 fn quote(s: &str) -> String {
-    let needs = s.is_empty() || s.chars().any(|c| c == ' ' || c == '"' || c == '=' || c.is_control());
+    let needs = s.is_empty()
+        || s.chars()
+            .any(|c| c == ' ' || c == '"' || c == '=' || c.is_control());
     if !needs {
         return s.to_owned();
     }

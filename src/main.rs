@@ -28,7 +28,12 @@ struct Cli {
     state_dir: PathBuf,
     #[arg(long = "log.level", value_enum, default_value = "info", global = true)]
     log_level: LogLevel,
-    #[arg(long = "log.format", value_enum, default_value = "logfmt", global = true)]
+    #[arg(
+        long = "log.format",
+        value_enum,
+        default_value = "logfmt",
+        global = true
+    )]
     log_format: LogFormat,
     /// Use this DNS server (IP or IP:PORT, UDP and TCP) instead of the system resolver.
     #[arg(long = "dns-server", value_parser = smtp_canary::probe::parse_dns_server, global = true)]
@@ -93,17 +98,36 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Some(Command::CheckConfig) => daemon::check_config(&flags),
-        Some(Command::Probe { name, format }) => runtime_run(daemon::probe_once(&flags, &name, format == Format::Json)),
-        Some(Command::Audit { domains, provider, dkim_selector, format }) => {
-            let args = smtp_canary::audit::AuditArgs { domains, provider, dkim_selectors: dkim_selector, json: format == Format::Json };
-            runtime_run(smtp_canary::audit::run_command(&flags.config_file, flags.dns_server, args))
+        Some(Command::Probe { name, format }) => {
+            runtime_run(daemon::probe_once(&flags, &name, format == Format::Json))
+        }
+        Some(Command::Audit {
+            domains,
+            provider,
+            dkim_selector,
+            format,
+        }) => {
+            let args = smtp_canary::audit::AuditArgs {
+                domains,
+                provider,
+                dkim_selectors: dkim_selector,
+                json: format == Format::Json,
+            };
+            runtime_run(smtp_canary::audit::run_command(
+                &flags.config_file,
+                flags.dns_server,
+                args,
+            ))
         }
         None => runtime_run(daemon::run(flags)),
     }
 }
 
 fn runtime_run(fut: impl std::future::Future<Output = ExitCode>) -> ExitCode {
-    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt.block_on(fut),
         Err(e) => {
             eprintln!("smtp-canary: cannot start the async runtime: {e}");

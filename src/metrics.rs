@@ -10,8 +10,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 use crate::classify::Class;
@@ -112,7 +112,8 @@ macro_rules! vec_metric {
 macro_rules! scalar_metric {
     ($reg:expr, $ty:ty, $name:expr, $help:expr) => {{
         let m = <$ty>::with_opts(opts($name, $help)).expect("static metric definition");
-        $reg.register(Box::new(m.clone())).expect("unique metric name");
+        $reg.register(Box::new(m.clone()))
+            .expect("unique metric name");
         m
     }};
 }
@@ -123,39 +124,179 @@ impl Metrics {
     pub fn new() -> Metrics {
         let r = Registry::new();
         let phase_seconds = HistogramVec::new(
-            HistogramOpts::new("phase_seconds", "Duration of each probe phase, every probe.")
-                .namespace(NS)
-                .buckets(PHASE_BUCKETS.to_vec()),
+            HistogramOpts::new(
+                "phase_seconds",
+                "Duration of each probe phase, every probe.",
+            )
+            .namespace(NS)
+            .buckets(PHASE_BUCKETS.to_vec()),
             &["mailbox", "phase"],
         )
         .expect("static metric definition");
-        r.register(Box::new(phase_seconds.clone())).expect("unique metric name");
+        r.register(Box::new(phase_seconds.clone()))
+            .expect("unique metric name");
         let m = Metrics {
-            probe_success: vec_metric!(r, IntGaugeVec, "probe_success", "1 if the last probe's canary was accepted after DATA.", ["mailbox"]),
-            probe_duration_seconds: vec_metric!(r, GaugeVec, "probe_duration_seconds", "Total duration of the last probe.", ["mailbox"]),
-            probe_phase_duration_seconds: vec_metric!(r, GaugeVec, "probe_phase_duration_seconds", "Duration of each phase of the last probe.", ["mailbox", "phase"]),
-            probe_timestamp_seconds: vec_metric!(r, GaugeVec, "probe_timestamp_seconds", "When the last probe ended (Unix seconds).", ["mailbox"]),
-            last_success_timestamp_seconds: vec_metric!(r, GaugeVec, "last_success_timestamp_seconds", "When a probe last succeeded (Unix seconds).", ["mailbox"]),
+            probe_success: vec_metric!(
+                r,
+                IntGaugeVec,
+                "probe_success",
+                "1 if the last probe's canary was accepted after DATA.",
+                ["mailbox"]
+            ),
+            probe_duration_seconds: vec_metric!(
+                r,
+                GaugeVec,
+                "probe_duration_seconds",
+                "Total duration of the last probe.",
+                ["mailbox"]
+            ),
+            probe_phase_duration_seconds: vec_metric!(
+                r,
+                GaugeVec,
+                "probe_phase_duration_seconds",
+                "Duration of each phase of the last probe.",
+                ["mailbox", "phase"]
+            ),
+            probe_timestamp_seconds: vec_metric!(
+                r,
+                GaugeVec,
+                "probe_timestamp_seconds",
+                "When the last probe ended (Unix seconds).",
+                ["mailbox"]
+            ),
+            last_success_timestamp_seconds: vec_metric!(
+                r,
+                GaugeVec,
+                "last_success_timestamp_seconds",
+                "When a probe last succeeded (Unix seconds).",
+                ["mailbox"]
+            ),
             phase_seconds,
             probes_total: vec_metric!(r, IntCounterVec, "probes_total", "Probes run.", ["mailbox"]),
-            probe_failures_total: vec_metric!(r, IntCounterVec, "probe_failures_total", "Failed probes by phase, class and reply code.", ["mailbox", "phase", "class", "code"]),
-            probes_skipped_total: vec_metric!(r, IntCounterVec, "probes_skipped_total", "Probes not run, by reason.", ["mailbox", "reason"]),
-            tls_cert_not_after_timestamp_seconds: vec_metric!(r, GaugeVec, "tls_cert_not_after_timestamp_seconds", "Earliest notAfter in the server's certificate chain (Unix seconds).", ["mailbox"]),
-            tls_version_info: vec_metric!(r, IntGaugeVec, "tls_version_info", "1 for the TLS version of the last probe.", ["mailbox", "version"]),
-            auth_mechanism_info: vec_metric!(r, IntGaugeVec, "auth_mechanism_info", "1 for the SASL mechanism the last probe used.", ["mailbox", "mechanism"]),
-            oauth_token_expiry_timestamp_seconds: vec_metric!(r, GaugeVec, "oauth_token_expiry_timestamp_seconds", "Expiry of the cached OAuth access token (Unix seconds).", ["mailbox"]),
-            oauth_token_failures_total: vec_metric!(r, IntCounterVec, "oauth_token_failures_total", "OAuth token requests that failed, by reason.", ["mailbox", "reason"]),
-            quota_limit: vec_metric!(r, IntGaugeVec, "quota_limit", "The provider's sending limit per window and unit.", ["mailbox", "window", "unit"]),
-            quota_used: vec_metric!(r, IntGaugeVec, "quota_used", "The canary's own sends in the rolling window.", ["mailbox", "window", "unit"]),
-            budget_remaining: vec_metric!(r, IntGaugeVec, "budget_remaining", "Canary sends left in the rolling day under the budget.", ["mailbox"]),
-            audit_success: vec_metric!(r, IntGaugeVec, "audit_success", "1 if the last DNS audit of the domain got answers.", ["domain"]),
-            audit_finding: vec_metric!(r, IntGaugeVec, "audit_finding", "1 for each finding the last DNS audit holds.", ["domain", "check", "severity"]),
-            spf_dns_lookups: vec_metric!(r, IntGaugeVec, "spf_dns_lookups", "DNS-querying terms the SPF policy needs (RFC 7208 limit: 10).", ["domain"]),
-            dkim_key_bits: vec_metric!(r, IntGaugeVec, "dkim_key_bits", "DKIM public key size in bits.", ["domain", "selector"]),
-            dmarc_policy: vec_metric!(r, IntGaugeVec, "dmarc_policy", "DMARC policy: 0 none, 1 quarantine, 2 reject.", ["domain"]),
-            build_info: vec_metric!(r, IntGaugeVec, "build_info", "Build information; always 1.", ["version", "revision"]),
-            config_last_reload_successful: scalar_metric!(r, IntGauge, "config_last_reload_successful", "1 if the last config (re)load succeeded."),
-            config_last_reload_success_timestamp_seconds: scalar_metric!(r, Gauge, "config_last_reload_success_timestamp_seconds", "When the config was last loaded successfully (Unix seconds)."),
+            probe_failures_total: vec_metric!(
+                r,
+                IntCounterVec,
+                "probe_failures_total",
+                "Failed probes by phase, class and reply code.",
+                ["mailbox", "phase", "class", "code"]
+            ),
+            probes_skipped_total: vec_metric!(
+                r,
+                IntCounterVec,
+                "probes_skipped_total",
+                "Probes not run, by reason.",
+                ["mailbox", "reason"]
+            ),
+            tls_cert_not_after_timestamp_seconds: vec_metric!(
+                r,
+                GaugeVec,
+                "tls_cert_not_after_timestamp_seconds",
+                "Earliest notAfter in the server's certificate chain (Unix seconds).",
+                ["mailbox"]
+            ),
+            tls_version_info: vec_metric!(
+                r,
+                IntGaugeVec,
+                "tls_version_info",
+                "1 for the TLS version of the last probe.",
+                ["mailbox", "version"]
+            ),
+            auth_mechanism_info: vec_metric!(
+                r,
+                IntGaugeVec,
+                "auth_mechanism_info",
+                "1 for the SASL mechanism the last probe used.",
+                ["mailbox", "mechanism"]
+            ),
+            oauth_token_expiry_timestamp_seconds: vec_metric!(
+                r,
+                GaugeVec,
+                "oauth_token_expiry_timestamp_seconds",
+                "Expiry of the cached OAuth access token (Unix seconds).",
+                ["mailbox"]
+            ),
+            oauth_token_failures_total: vec_metric!(
+                r,
+                IntCounterVec,
+                "oauth_token_failures_total",
+                "OAuth token requests that failed, by reason.",
+                ["mailbox", "reason"]
+            ),
+            quota_limit: vec_metric!(
+                r,
+                IntGaugeVec,
+                "quota_limit",
+                "The provider's sending limit per window and unit.",
+                ["mailbox", "window", "unit"]
+            ),
+            quota_used: vec_metric!(
+                r,
+                IntGaugeVec,
+                "quota_used",
+                "The canary's own sends in the rolling window.",
+                ["mailbox", "window", "unit"]
+            ),
+            budget_remaining: vec_metric!(
+                r,
+                IntGaugeVec,
+                "budget_remaining",
+                "Canary sends left in the rolling day under the budget.",
+                ["mailbox"]
+            ),
+            audit_success: vec_metric!(
+                r,
+                IntGaugeVec,
+                "audit_success",
+                "1 if the last DNS audit of the domain got answers.",
+                ["domain"]
+            ),
+            audit_finding: vec_metric!(
+                r,
+                IntGaugeVec,
+                "audit_finding",
+                "1 for each finding the last DNS audit holds.",
+                ["domain", "check", "severity"]
+            ),
+            spf_dns_lookups: vec_metric!(
+                r,
+                IntGaugeVec,
+                "spf_dns_lookups",
+                "DNS-querying terms the SPF policy needs (RFC 7208 limit: 10).",
+                ["domain"]
+            ),
+            dkim_key_bits: vec_metric!(
+                r,
+                IntGaugeVec,
+                "dkim_key_bits",
+                "DKIM public key size in bits.",
+                ["domain", "selector"]
+            ),
+            dmarc_policy: vec_metric!(
+                r,
+                IntGaugeVec,
+                "dmarc_policy",
+                "DMARC policy: 0 none, 1 quarantine, 2 reject.",
+                ["domain"]
+            ),
+            build_info: vec_metric!(
+                r,
+                IntGaugeVec,
+                "build_info",
+                "Build information; always 1.",
+                ["version", "revision"]
+            ),
+            config_last_reload_successful: scalar_metric!(
+                r,
+                IntGauge,
+                "config_last_reload_successful",
+                "1 if the last config (re)load succeeded."
+            ),
+            config_last_reload_success_timestamp_seconds: scalar_metric!(
+                r,
+                Gauge,
+                "config_last_reload_success_timestamp_seconds",
+                "When the config was last loaded successfully (Unix seconds)."
+            ),
             scheduler_lateness_seconds: {
                 let h = prometheus::Histogram::with_opts(
                     HistogramOpts::new(
@@ -173,7 +314,10 @@ impl Metrics {
             seen: Mutex::new(HashMap::new()),
         };
         m.build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION"), option_env!("SMTP_CANARY_REVISION").unwrap_or("unknown")])
+            .with_label_values(&[
+                env!("CARGO_PKG_VERSION"),
+                option_env!("SMTP_CANARY_REVISION").unwrap_or("unknown"),
+            ])
             .set(1);
         m
     }
@@ -188,10 +332,12 @@ impl Metrics {
         let name = mb.name.as_str();
         self.probes_total.with_label_values(&[name]);
         for r in SkipReason::ALL {
-            self.probes_skipped_total.with_label_values(&[name, r.as_str()]);
+            self.probes_skipped_total
+                .with_label_values(&[name, r.as_str()]);
         }
         for c in Class::ALL {
-            self.probe_failures_total.with_label_values(&[name, "", c.as_str(), ""]);
+            self.probe_failures_total
+                .with_label_values(&[name, "", c.as_str(), ""]);
         }
         self.seen().entry(name.to_owned()).or_default();
     }
@@ -202,32 +348,50 @@ impl Metrics {
         let _ = self.probe_success.remove_label_values(&[name]);
         let _ = self.probe_duration_seconds.remove_label_values(&[name]);
         let _ = self.probe_timestamp_seconds.remove_label_values(&[name]);
-        let _ = self.last_success_timestamp_seconds.remove_label_values(&[name]);
+        let _ = self
+            .last_success_timestamp_seconds
+            .remove_label_values(&[name]);
         let _ = self.probes_total.remove_label_values(&[name]);
-        let _ = self.tls_cert_not_after_timestamp_seconds.remove_label_values(&[name]);
-        let _ = self.oauth_token_expiry_timestamp_seconds.remove_label_values(&[name]);
+        let _ = self
+            .tls_cert_not_after_timestamp_seconds
+            .remove_label_values(&[name]);
+        let _ = self
+            .oauth_token_expiry_timestamp_seconds
+            .remove_label_values(&[name]);
         let _ = self.budget_remaining.remove_label_values(&[name]);
         for p in Phase::ALL {
-            let _ = self.probe_phase_duration_seconds.remove_label_values(&[name, p.as_str()]);
+            let _ = self
+                .probe_phase_duration_seconds
+                .remove_label_values(&[name, p.as_str()]);
             let _ = self.phase_seconds.remove_label_values(&[name, p.as_str()]);
         }
         for r in SkipReason::ALL {
-            let _ = self.probes_skipped_total.remove_label_values(&[name, r.as_str()]);
+            let _ = self
+                .probes_skipped_total
+                .remove_label_values(&[name, r.as_str()]);
         }
         for c in Class::ALL {
-            let _ = self.probe_failures_total.remove_label_values(&[name, "", c.as_str(), ""]);
+            let _ = self
+                .probe_failures_total
+                .remove_label_values(&[name, "", c.as_str(), ""]);
         }
         for (p, c, code) in &seen.failures {
-            let _ = self.probe_failures_total.remove_label_values(&[name, p, c, code]);
+            let _ = self
+                .probe_failures_total
+                .remove_label_values(&[name, p, c, code]);
         }
         if let Some(v) = &seen.tls_version {
             let _ = self.tls_version_info.remove_label_values(&[name, v]);
         }
         if let Some(m) = seen.mechanism {
-            let _ = self.auth_mechanism_info.remove_label_values(&[name, m.as_str()]);
+            let _ = self
+                .auth_mechanism_info
+                .remove_label_values(&[name, m.as_str()]);
         }
         for reason in &seen.oauth_reasons {
-            let _ = self.oauth_token_failures_total.remove_label_values(&[name, reason]);
+            let _ = self
+                .oauth_token_failures_total
+                .remove_label_values(&[name, reason]);
         }
         for w in ["minute", "day"] {
             for u in ["messages", "recipients"] {
@@ -244,41 +408,65 @@ impl Metrics {
         let seen = seen_all.entry(name.to_owned()).or_default();
 
         self.probes_total.with_label_values(&[name]).inc();
-        self.probe_success.with_label_values(&[name]).set(i64::from(r.success()));
-        self.probe_duration_seconds.with_label_values(&[name]).set(r.total.as_secs_f64());
+        self.probe_success
+            .with_label_values(&[name])
+            .set(i64::from(r.success()));
+        self.probe_duration_seconds
+            .with_label_values(&[name])
+            .set(r.total.as_secs_f64());
         let now = unix(r.finished_at) as f64;
-        self.probe_timestamp_seconds.with_label_values(&[name]).set(now);
+        self.probe_timestamp_seconds
+            .with_label_values(&[name])
+            .set(now);
         if r.success() {
-            self.last_success_timestamp_seconds.with_label_values(&[name]).set(now);
+            self.last_success_timestamp_seconds
+                .with_label_values(&[name])
+                .set(now);
         }
 
         // The phase gauges describe the last probe only: drop phases it did not run.
         let ran: HashSet<Phase> = r.phases.iter().map(|(p, _)| *p).collect();
         for p in seen.phases.difference(&ran) {
-            let _ = self.probe_phase_duration_seconds.remove_label_values(&[name, p.as_str()]);
+            let _ = self
+                .probe_phase_duration_seconds
+                .remove_label_values(&[name, p.as_str()]);
         }
         for (p, d) in &r.phases {
             let secs = d.as_secs_f64();
-            self.probe_phase_duration_seconds.with_label_values(&[name, p.as_str()]).set(secs);
-            self.phase_seconds.with_label_values(&[name, p.as_str()]).observe(secs);
+            self.probe_phase_duration_seconds
+                .with_label_values(&[name, p.as_str()])
+                .set(secs);
+            self.phase_seconds
+                .with_label_values(&[name, p.as_str()])
+                .observe(secs);
         }
         seen.phases = ran;
 
         if let Some(f) = &r.failure {
-            let key = (f.phase.as_str().to_owned(), f.class.as_str().to_owned(), f.code.clone());
-            self.probe_failures_total.with_label_values(&[name, &key.0, &key.1, &key.2]).inc();
+            let key = (
+                f.phase.as_str().to_owned(),
+                f.class.as_str().to_owned(),
+                f.code.clone(),
+            );
+            self.probe_failures_total
+                .with_label_values(&[name, &key.0, &key.1, &key.2])
+                .inc();
             seen.failures.insert(key);
         }
 
         if let Some(tls) = &r.tls {
             if let Some(t) = tls.cert_not_after {
-                self.tls_cert_not_after_timestamp_seconds.with_label_values(&[name]).set(t as f64);
+                self.tls_cert_not_after_timestamp_seconds
+                    .with_label_values(&[name])
+                    .set(t as f64);
             }
             if seen.tls_version.as_deref() != Some(tls.version.as_str()) {
                 if let Some(old) = seen.tls_version.take() {
                     let _ = self.tls_version_info.remove_label_values(&[name, &old]);
                 }
-                self.tls_version_info.with_label_values(&[name, &tls.version]).set(1);
+                self.tls_version_info
+                    .with_label_values(&[name, &tls.version])
+                    .set(1);
                 seen.tls_version = Some(tls.version.clone());
             }
         }
@@ -286,9 +474,13 @@ impl Metrics {
             && seen.mechanism != Some(m)
         {
             if let Some(old) = seen.mechanism.take() {
-                let _ = self.auth_mechanism_info.remove_label_values(&[name, old.as_str()]);
+                let _ = self
+                    .auth_mechanism_info
+                    .remove_label_values(&[name, old.as_str()]);
             }
-            self.auth_mechanism_info.with_label_values(&[name, m.as_str()]).set(1);
+            self.auth_mechanism_info
+                .with_label_values(&[name, m.as_str()])
+                .set(1);
             seen.mechanism = Some(m);
         }
     }
@@ -298,9 +490,13 @@ impl Metrics {
         let name = mb.name.as_str();
         for (w, u) in quota::WINDOWS {
             let labels = [name, w.as_str(), u.as_str()];
-            self.quota_used.with_label_values(&labels).set(ledger.used(w, u, now) as i64);
+            self.quota_used
+                .with_label_values(&labels)
+                .set(ledger.used(w, u, now) as i64);
             if let Some(limit) = quota::limit(&mb.limits, w, u) {
-                self.quota_limit.with_label_values(&labels).set(i64::from(limit));
+                self.quota_limit
+                    .with_label_values(&labels)
+                    .set(i64::from(limit));
             }
         }
         self.budget_remaining
@@ -313,7 +509,9 @@ impl Metrics {
     }
 
     pub fn skipped(&self, mailbox: &str, reason: SkipReason) {
-        self.probes_skipped_total.with_label_values(&[mailbox, reason.as_str()]).inc();
+        self.probes_skipped_total
+            .with_label_values(&[mailbox, reason.as_str()])
+            .inc();
     }
 
     /// A token request succeeded: the cached token expires at `expires_at`.
@@ -326,7 +524,9 @@ impl Metrics {
     /// A token request failed for `reason` (bounded by the token client: an OAuth error
     /// code, `http_<status>`, `network`, `timeout` or `malformed`).
     pub fn oauth_token_failed(&self, mailbox: &str, reason: &str) {
-        self.oauth_token_failures_total.with_label_values(&[mailbox, reason]).inc();
+        self.oauth_token_failures_total
+            .with_label_values(&[mailbox, reason])
+            .inc();
         self.seen()
             .entry(mailbox.to_owned())
             .or_default()
@@ -345,7 +545,12 @@ impl Metrics {
         let mut stale = Vec::new();
         for family in self.audit_finding.collect() {
             for m in family.get_metric() {
-                let label = |n: &str| m.get_label().iter().find(|l| l.name() == n).map(|l| l.value().to_owned());
+                let label = |n: &str| {
+                    m.get_label()
+                        .iter()
+                        .find(|l| l.name() == n)
+                        .map(|l| l.value().to_owned())
+                };
                 if label("check").as_deref() == Some(BASIC_AUTH_CHECK)
                     && let Some(domain) = label("domain")
                     && !want.contains(domain.as_str())
@@ -355,7 +560,9 @@ impl Metrics {
             }
         }
         for (domain, severity) in stale {
-            let _ = self.audit_finding.remove_label_values(&[&domain, BASIC_AUTH_CHECK, &severity]);
+            let _ = self
+                .audit_finding
+                .remove_label_values(&[&domain, BASIC_AUTH_CHECK, &severity]);
         }
         for domain in want {
             self.audit_finding
@@ -372,7 +579,9 @@ impl Metrics {
     pub fn record_audit(&self, r: &crate::audit::DomainReport) {
         use crate::audit::Check;
         let d = r.domain.as_str();
-        self.audit_success.with_label_values(&[d]).set(i64::from(r.complete()));
+        self.audit_success
+            .with_label_values(&[d])
+            .set(i64::from(r.complete()));
         if !r.complete() {
             return;
         }
@@ -385,14 +594,21 @@ impl Metrics {
         for labels in series_of(&self.audit_finding, d, &["domain", "check", "severity"]) {
             let (check, severity) = (labels[1].as_str(), labels[2].as_str());
             if check != owned_elsewhere && !want.contains(&(check, severity)) {
-                let _ = self.audit_finding.remove_label_values(&[d, check, severity]);
+                let _ = self
+                    .audit_finding
+                    .remove_label_values(&[d, check, severity]);
             }
         }
         for (check, severity) in &want {
-            self.audit_finding.with_label_values(&[d, check, severity]).set(1);
+            self.audit_finding
+                .with_label_values(&[d, check, severity])
+                .set(1);
         }
         match &r.spf {
-            Some(spf) => self.spf_dns_lookups.with_label_values(&[d]).set(i64::from(spf.lookups)),
+            Some(spf) => self
+                .spf_dns_lookups
+                .with_label_values(&[d])
+                .set(i64::from(spf.lookups)),
             None => {
                 let _ = self.spf_dns_lookups.remove_label_values(&[d]);
             }
@@ -408,9 +624,16 @@ impl Metrics {
             }
         }
         for (selector, bits) in keys {
-            self.dkim_key_bits.with_label_values(&[d, selector]).set(i64::from(bits));
+            self.dkim_key_bits
+                .with_label_values(&[d, selector])
+                .set(i64::from(bits));
         }
-        match r.dmarc.as_ref().and_then(|m| m.policy).and_then(crate::audit::policy_value) {
+        match r
+            .dmarc
+            .as_ref()
+            .and_then(|m| m.policy)
+            .and_then(crate::audit::policy_value)
+        {
             Some(v) => self.dmarc_policy.with_label_values(&[d]).set(v),
             None => {
                 let _ = self.dmarc_policy.remove_label_values(&[d]);
@@ -424,13 +647,21 @@ impl Metrics {
         let _ = self.audit_success.remove_label_values(&[domain]);
         let _ = self.spf_dns_lookups.remove_label_values(&[domain]);
         let _ = self.dmarc_policy.remove_label_values(&[domain]);
-        for labels in series_of(&self.audit_finding, domain, &["domain", "check", "severity"]) {
+        for labels in series_of(
+            &self.audit_finding,
+            domain,
+            &["domain", "check", "severity"],
+        ) {
             if labels[1] != crate::audit::Check::AuthBasicAuthRetiring.id() {
-                let _ = self.audit_finding.remove_label_values(&[domain, &labels[1], &labels[2]]);
+                let _ = self
+                    .audit_finding
+                    .remove_label_values(&[domain, &labels[1], &labels[2]]);
             }
         }
         for labels in series_of(&self.dkim_key_bits, domain, &["domain", "selector"]) {
-            let _ = self.dkim_key_bits.remove_label_values(&[domain, &labels[1]]);
+            let _ = self
+                .dkim_key_bits
+                .remove_label_values(&[domain, &labels[1]]);
         }
     }
 

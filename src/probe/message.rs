@@ -42,7 +42,12 @@ pub struct Template {
 }
 
 impl Template {
-    pub fn new(mailbox: &str, from: &str, to: &[String], helo_name: &str) -> Result<Template, MessageError> {
+    pub fn new(
+        mailbox: &str,
+        from: &str,
+        to: &[String],
+        helo_name: &str,
+    ) -> Result<Template, MessageError> {
         let parse = |a: &str| {
             a.parse::<Address>()
                 .map_err(|e| MessageError::Address(a.to_owned(), e.to_string()))
@@ -55,7 +60,9 @@ impl Template {
             mailbox: mailbox.to_owned(),
             from: parse(from)?,
             to: tos,
-            subject: format!("smtp-canary probe of {mailbox} (automated test message, safe to delete)"),
+            subject: format!(
+                "smtp-canary probe of {mailbox} (automated test message, safe to delete)"
+            ),
             domain: helo_name.to_owned(),
         })
     }
@@ -107,7 +114,13 @@ mod tests {
 
     #[test]
     fn renders_headers() {
-        let t = Template::new("m1", "a@example.com", &["b@example.com".into()], "probe.example").unwrap();
+        let t = Template::new(
+            "m1",
+            "a@example.com",
+            &["b@example.com".into()],
+            "probe.example",
+        )
+        .unwrap();
         let (id, data) = t.render("p-123").unwrap();
         let s = String::from_utf8(data).unwrap();
         assert_eq!(id, "<p-123@probe.example>");

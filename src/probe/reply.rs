@@ -110,9 +110,7 @@ impl Reply {
         self.lines.iter().skip(1).find_map(|l| {
             let mut words = l.split_ascii_whitespace();
             let first = words.next()?;
-            first
-                .eq_ignore_ascii_case(keyword)
-                .then(|| words.collect())
+            first.eq_ignore_ascii_case(keyword).then(|| words.collect())
         })
     }
 }
@@ -179,7 +177,9 @@ pub async fn read_reply<R: AsyncBufRead + Unpin>(r: &mut R) -> Result<Reply, Rea
         if !digits_ok || !matches!(sep, None | Some(b' ') | Some(b'-')) {
             return Err(ReadError::Malformed(truncate(&line, 80)));
         }
-        let this: u16 = line[..3].parse().map_err(|_| ReadError::Malformed(truncate(&line, 80)))?;
+        let this: u16 = line[..3]
+            .parse()
+            .map_err(|_| ReadError::Malformed(truncate(&line, 80)))?;
         if !(200..600).contains(&this) || code.is_some_and(|c| c != this) {
             return Err(ReadError::Malformed(truncate(&line, 80)));
         }
@@ -221,7 +221,9 @@ mod tests {
 
     #[tokio::test]
     async fn no_enhanced_code_uses_basic() {
-        let r = parse("454 Throttling failure: Maximum sending rate exceeded.\r\n").await.unwrap();
+        let r = parse("454 Throttling failure: Maximum sending rate exceeded.\r\n")
+            .await
+            .unwrap();
         assert_eq!(r.enhanced(), None);
         assert_eq!(r.code_label(), "454");
     }
@@ -234,8 +236,14 @@ mod tests {
 
     #[tokio::test]
     async fn garbage_is_malformed() {
-        assert!(matches!(parse("HTTP/1.1 400 Bad Request\r\n").await, Err(ReadError::Malformed(_))));
-        assert!(matches!(parse("250-a\r\n251 b\r\n").await, Err(ReadError::Malformed(_))));
+        assert!(matches!(
+            parse("HTTP/1.1 400 Bad Request\r\n").await,
+            Err(ReadError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse("250-a\r\n251 b\r\n").await,
+            Err(ReadError::Malformed(_))
+        ));
     }
 
     #[tokio::test]
@@ -251,7 +259,10 @@ mod tests {
 
     #[test]
     fn enhanced_parse() {
-        assert_eq!(Enhanced::parse_prefix("5.7.139 Auth").unwrap().to_string(), "5.7.139");
+        assert_eq!(
+            Enhanced::parse_prefix("5.7.139 Auth").unwrap().to_string(),
+            "5.7.139"
+        );
         assert!(Enhanced::parse_prefix("Auth 5.7.1").is_none());
         assert!(Enhanced::parse_prefix("1.2.3 x").is_none());
     }

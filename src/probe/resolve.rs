@@ -59,13 +59,17 @@ impl Resolver {
                     provider,
                 )
             }
-            None => TokioResolver::builder(provider).map_err(|e| ResolveError::Setup(e.to_string()))?,
+            None => {
+                TokioResolver::builder(provider).map_err(|e| ResolveError::Setup(e.to_string()))?
+            }
         };
         let opts: &mut ResolverOpts = builder.options_mut();
         // The probe has its own deadline per phase; keep the resolver's retries inside it.
         opts.timeout = std::time::Duration::from_secs(3);
         opts.attempts = 2;
-        let inner = builder.build().map_err(|e| ResolveError::Setup(e.to_string()))?;
+        let inner = builder
+            .build()
+            .map_err(|e| ResolveError::Setup(e.to_string()))?;
         Ok(Resolver { inner })
     }
 

@@ -88,7 +88,9 @@ pub fn secs(d: Duration) -> f64 {
 }
 
 pub fn unix(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// `2027-01-31T12:00:00Z`.

@@ -11,13 +11,13 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::timeout_at;
 
+use super::Phase;
 use super::message::Template;
 use super::reply::{ReadError, Reply, read_reply};
 use super::resolve::Resolver;
 use super::result::{Failure, ProbeResult};
 use super::tls::{TlsInfo, TlsTrust};
 use super::transcript::{Direction, Transcript};
-use super::Phase;
 use crate::auth::{self, CredentialSource, Credentials};
 use crate::classify::{self, Class, HintInput};
 use crate::config::{Mailbox, Mechanism, Security};
@@ -88,9 +88,15 @@ impl Prober {
 
     /// Runs one probe of `mb`. Never panics on server input and always returns within
     /// the mailbox's timeout plus a short parting QUIT (none after a timeout).
-    pub async fn probe(&self, mb: &Mailbox, template: &Template, creds: &Credentials) -> ProbeResult {
+    pub async fn probe(
+        &self,
+        mb: &Mailbox,
+        template: &Template,
+        creds: &Credentials,
+    ) -> ProbeResult {
         let source = CredentialSource::Static(creds.clone());
-        self.probe_with_id(mb, template, &source, new_probe_id()).await
+        self.probe_with_id(mb, template, &source, new_probe_id())
+            .await
     }
 
     /// Like [`Prober::probe`], with credentials from a source (an OAuth token cache).
@@ -100,7 +106,8 @@ impl Prober {
         template: &Template,
         source: &CredentialSource,
     ) -> ProbeResult {
-        self.probe_with_id(mb, template, source, new_probe_id()).await
+        self.probe_with_id(mb, template, source, new_probe_id())
+            .await
     }
 
     /// Like [`Prober::probe_with_source`], calling `hook` right before the message is
@@ -112,7 +119,8 @@ impl Prober {
         source: &CredentialSource,
         hook: Option<&dyn SendHook>,
     ) -> ProbeResult {
-        self.run_probe(mb, template, source, new_probe_id(), hook).await
+        self.run_probe(mb, template, source, new_probe_id(), hook)
+            .await
     }
 
     pub async fn probe_with_id(
@@ -154,7 +162,8 @@ impl Prober {
         };
         // A rejected token (revoked, permission removed) must not be presented again
         // until it expires: the cache drops it and the next probe fetches a fresh one.
-        if let (Err(f), CredentialSource::OAuth(p), Credentials::Bearer { token, .. }) = (&outcome, source, &s.creds)
+        if let (Err(f), CredentialSource::OAuth(p), Credentials::Bearer { token, .. }) =
+            (&outcome, source, &s.creds)
             && f.class == Class::Auth
         {
             p.rejected(token);
@@ -222,7 +231,10 @@ struct Session<'a> {
 /// Called right before the message is written (after the server's 354), so a send is on
 /// record even if the process dies mid-DATA.
 pub trait SendHook: Send + Sync {
-    fn before_send(&self, recipients: u32) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>>;
+    fn before_send(
+        &self,
+        recipients: u32,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>>;
 }
 
 /// Shorthand for a failure that is not a server reply.
@@ -337,7 +349,10 @@ impl Session<'_> {
         let q = self.command(Phase::Quit, "QUIT", None).await;
         self.record(Phase::Quit, t);
         if let Err(f) = q {
-            self.note(format!("QUIT failed after the message was accepted: {}", f.error));
+            self.note(format!(
+                "QUIT failed after the message was accepted: {}",
+                f.error
+            ));
         }
         self.conn = None;
         Ok(())
@@ -364,7 +379,11 @@ impl Session<'_> {
         } else {
             format!("phase deadline ({:?}) reached", phase_cap(phase))
         };
-        fail(Class::Timeout, phase, format!("no answer in {phase} after {waited:.3}s: {why}"))
+        fail(
+            Class::Timeout,
+            phase,
+            format!("no answer in {phase} after {waited:.3}s: {why}"),
+        )
     }
 
     async fn resolve(&mut self) -> Result<Vec<IpAddr>, Failure> {
@@ -373,11 +392,19 @@ impl Session<'_> {
             return Ok(vec![ip]);
         }
         let t = Instant::now();
-        let r = timeout_at(self.phase_deadline(Phase::Dns), self.prober.resolver.lookup(host)).await;
+        let r = timeout_at(
+            self.phase_deadline(Phase::Dns),
+            self.prober.resolver.lookup(host),
+        )
+        .await;
         self.record(Phase::Dns, t);
         match r {
             Err(_) => Err(self.timeout(Phase::Dns, t)),
-            Ok(Err(e)) => Err(fail(Class::Dns, Phase::Dns, format!("cannot resolve {host}: {e}"))),
+            Ok(Err(e)) => Err(fail(
+                Class::Dns,
+                Phase::Dns,
+                format!("cannot resolve {host}: {e}"),
+            )),
             Ok(Ok(addrs)) => {
                 self.note(format!("{host} resolved to {addrs:?}"));
                 Ok(addrs)
@@ -393,7 +420,10 @@ impl Session<'_> {
         let mut result = None;
         for ip in addrs {
             if source.is_some_and(|s| s.is_ipv4() != ip.is_ipv4()) {
-                last_err = format!("source address {} cannot reach {ip}", source.map(|s| s.to_string()).unwrap_or_default());
+                last_err = format!(
+                    "source address {} cannot reach {ip}",
+                    source.map(|s| s.to_string()).unwrap_or_default()
+                );
                 continue;
             }
             let addr = SocketAddr::new(*ip, self.mb.port);
@@ -414,7 +444,11 @@ impl Session<'_> {
         result.ok_or_else(|| fail(Class::Connect, Phase::Connect, last_err))
     }
 
-    async fn handshake(&mut self, phase: Phase, stream: Box<dyn Io>) -> Result<Box<dyn Io>, Failure> {
+    async fn handshake(
+        &mut self,
+        phase: Phase,
+        stream: Box<dyn Io>,
+    ) -> Result<Box<dyn Io>, Failure> {
         let t = Instant::now();
         let ca = self.mb.tls.ca_file.as_deref();
         let config = self
@@ -422,15 +456,32 @@ impl Session<'_> {
             .tls
             .client_config(ca)
             .map_err(|e| fail(Class::Tls, phase, e.to_string()))?;
-        let name = self.mb.tls.server_name.as_deref().unwrap_or(
-            self.mb.host.trim_start_matches('[').trim_end_matches(']'),
-        );
-        let server_name = ServerName::try_from(name.to_owned())
-            .map_err(|e| fail(Class::Tls, phase, format!("invalid TLS server name {name:?}: {e}")))?;
+        let name = self
+            .mb
+            .tls
+            .server_name
+            .as_deref()
+            .unwrap_or(self.mb.host.trim_start_matches('[').trim_end_matches(']'));
+        let server_name = ServerName::try_from(name.to_owned()).map_err(|e| {
+            fail(
+                Class::Tls,
+                phase,
+                format!("invalid TLS server name {name:?}: {e}"),
+            )
+        })?;
         let connector = tokio_rustls::TlsConnector::from(Arc::clone(&config));
-        match timeout_at(self.phase_deadline(phase), connector.connect(server_name, stream)).await {
+        match timeout_at(
+            self.phase_deadline(phase),
+            connector.connect(server_name, stream),
+        )
+        .await
+        {
             Err(_) => Err(self.timeout(phase, t)),
-            Ok(Err(e)) => Err(fail(Class::Tls, phase, format!("TLS handshake with {name} failed: {e}"))),
+            Ok(Err(e)) => Err(fail(
+                Class::Tls,
+                phase,
+                format!("TLS handshake with {name} failed: {e}"),
+            )),
             Ok(Ok(tls)) => {
                 let info = TlsInfo::from_connection(tls.get_ref().1);
                 self.note(format!("TLS established: {}", info.version));
@@ -463,7 +514,10 @@ impl Session<'_> {
             ));
         }
         self.simple(Phase::Starttls, "STARTTLS").await?;
-        let conn = self.conn.take().ok_or_else(|| fail(Class::Protocol, Phase::Starttls, "no connection"))?;
+        let conn = self
+            .conn
+            .take()
+            .ok_or_else(|| fail(Class::Protocol, Phase::Starttls, "no connection"))?;
         if !conn.buffer().is_empty() {
             // Bytes after the 220 would be processed as if they came over TLS
             // (STARTTLS command injection): refuse rather than trust them.
@@ -494,24 +548,45 @@ impl Session<'_> {
                 Phase::Auth,
                 format!(
                     "server offers no usable AUTH mechanism (offered: {}; usable: {})",
-                    if offered.is_empty() { "none".to_owned() } else { offered.join(" ") },
-                    self.creds.mechanisms().iter().map(|m| m.as_str()).collect::<Vec<_>>().join(" ")
+                    if offered.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        offered.join(" ")
+                    },
+                    self.creds
+                        .mechanisms()
+                        .iter()
+                        .map(|m| m.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" ")
                 ),
             ));
         };
         self.mechanism = Some(mech);
         let Some((first, steps)) = auth::exchange(mech, &self.creds) else {
-            return Err(fail(Class::AuthPolicy, Phase::Auth, "credentials do not fit the mechanism"));
+            return Err(fail(
+                Class::AuthPolicy,
+                Phase::Auth,
+                "credentials do not fit the mechanism",
+            ));
         };
         let shown = format!("AUTH {} <redacted>", mech.as_str());
-        let shown = if mech == Mechanism::Login { "AUTH LOGIN".to_owned() } else { shown };
-        let mut reply = self.command(Phase::Auth, first.expose(), Some(&shown)).await?;
+        let shown = if mech == Mechanism::Login {
+            "AUTH LOGIN".to_owned()
+        } else {
+            shown
+        };
+        let mut reply = self
+            .command(Phase::Auth, first.expose(), Some(&shown))
+            .await?;
         let mut steps = steps.into_iter();
         while reply.code == 334 {
             let Some(step) = steps.next() else {
                 return Err(self.rejected(Phase::Auth, &reply));
             };
-            reply = self.command(Phase::Auth, step.0.expose(), Some("<redacted>")).await?;
+            reply = self
+                .command(Phase::Auth, step.0.expose(), Some("<redacted>"))
+                .await?;
         }
         if reply.code != 235 {
             return Err(self.rejected(Phase::Auth, &reply));
@@ -537,7 +612,8 @@ impl Session<'_> {
         }
         self.message_id = Some(message_id);
         if let Some(hook) = self.hook {
-            hook.before_send(u32::try_from(self.mb.to.len()).unwrap_or(u32::MAX)).await;
+            hook.before_send(u32::try_from(self.mb.to.len()).unwrap_or(u32::MAX))
+                .await;
         }
         let t = Instant::now();
         let deadline = self.phase_deadline(Phase::Data);
@@ -549,7 +625,13 @@ impl Session<'_> {
         let conn = self.conn_mut(Phase::Data)?;
         match timeout_at(deadline, write_flush(conn, &body)).await {
             Err(_) => return Err(self.timeout(Phase::Data, t)),
-            Ok(Err(e)) => return Err(fail(Class::Network, Phase::Data, format!("sending the message failed: {e}"))),
+            Ok(Err(e)) => {
+                return Err(fail(
+                    Class::Network,
+                    Phase::Data,
+                    format!("sending the message failed: {e}"),
+                ));
+            }
             Ok(Ok(())) => {}
         }
         let reply = self.read(Phase::Data, t).await?;
@@ -575,7 +657,12 @@ impl Session<'_> {
     }
 
     /// Sends `line` (shown in the transcript as `shown`, for secrets) and reads the reply.
-    async fn command(&mut self, phase: Phase, line: &str, shown: Option<&str>) -> Result<Reply, Failure> {
+    async fn command(
+        &mut self,
+        phase: Phase,
+        line: &str,
+        shown: Option<&str>,
+    ) -> Result<Reply, Failure> {
         let t = Instant::now();
         let deadline = self.phase_deadline(phase);
         self.transcript
@@ -594,7 +681,8 @@ impl Session<'_> {
 
     /// Reads one reply within the phase deadline (counted from `started`).
     async fn read(&mut self, phase: Phase, started: Instant) -> Result<Reply, Failure> {
-        let deadline = tokio::time::Instant::from_std((started + phase_cap(phase)).min(self.deadline));
+        let deadline =
+            tokio::time::Instant::from_std((started + phase_cap(phase)).min(self.deadline));
         let conn = self.conn_mut(phase)?;
         let r = timeout_at(deadline, read_reply(conn)).await;
         match r {
@@ -602,7 +690,9 @@ impl Session<'_> {
             Ok(Err(e)) => {
                 let class = match e {
                     ReadError::Eof | ReadError::Io(_) => Class::Network,
-                    ReadError::LineTooLong | ReadError::TooManyLines | ReadError::Malformed(_) => Class::Protocol,
+                    ReadError::LineTooLong | ReadError::TooManyLines | ReadError::Malformed(_) => {
+                        Class::Protocol
+                    }
                 };
                 self.note(format!("read failed: {e}"));
                 // The stream is unusable after a protocol or network error.
@@ -625,7 +715,11 @@ impl Session<'_> {
         } else {
             classify::classify_reply(self.mb.provider, phase, reply)
         };
-        let code = if reply.is_positive() { String::new() } else { reply.code_label() };
+        let code = if reply.is_positive() {
+            String::new()
+        } else {
+            reply.code_label()
+        };
         Failure {
             class,
             phase,
@@ -639,7 +733,9 @@ impl Session<'_> {
     /// After a failure on a live connection, say goodbye so the server frees the slot;
     /// bounded by a short deadline and never part of the result.
     async fn parting_quit(&mut self) {
-        let Some(conn) = self.conn.as_mut() else { return };
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
         let deadline = tokio::time::Instant::now() + PARTING_QUIT;
         let _ = timeout_at(deadline, async {
             write_flush(conn, b"QUIT\r\n").await.ok()?;
@@ -651,7 +747,11 @@ impl Session<'_> {
 }
 
 async fn connect_one(addr: SocketAddr, source: Option<IpAddr>) -> std::io::Result<TcpStream> {
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
     if let Some(src) = source {
         socket.bind(SocketAddr::new(src, 0))?;
     }

@@ -67,12 +67,10 @@ impl TlsTrust {
         let mut roots = system_roots().clone();
         if let Some(path) = ca_file {
             for cert in read_ca_file(path)? {
-                roots
-                    .add(cert)
-                    .map_err(|e| TlsSetupError::CaFile {
-                        path: path.display().to_string(),
-                        reason: e.to_string(),
-                    })?;
+                roots.add(cert).map_err(|e| TlsSetupError::CaFile {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                })?;
             }
         }
         let cfg = rustls::ClientConfig::builder_with_provider(provider())
@@ -90,7 +88,9 @@ impl TlsTrust {
         self.lock().clear();
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Option<PathBuf>, Arc<rustls::ClientConfig>>> {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<Option<PathBuf>, Arc<rustls::ClientConfig>>> {
         // A poisoned cache only means another thread panicked mid-insert; the map is
         // still consistent, so keep using it.
         self.cache.lock().unwrap_or_else(|e| e.into_inner())

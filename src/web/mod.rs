@@ -35,7 +35,11 @@ pub struct WebState {
 }
 
 impl WebState {
-    pub fn new(metrics: Arc<Metrics>, board: Arc<Board>, reload: Option<mpsc::Sender<ReloadRequest>>) -> WebState {
+    pub fn new(
+        metrics: Arc<Metrics>,
+        board: Arc<Board>,
+        reload: Option<mpsc::Sender<ReloadRequest>>,
+    ) -> WebState {
         WebState {
             metrics,
             board,
@@ -51,7 +55,11 @@ pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
 }
 
 /// Serves until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, state: Arc<WebState>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<WebState>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -78,11 +86,17 @@ pub async fn serve(listener: TcpListener, state: Arc<WebState>, mut shutdown: wa
     }
 }
 
-fn text(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+fn text(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(content_type));
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(content_type),
+    );
     r
 }
 
@@ -107,7 +121,11 @@ async fn handle(
             }
         }
         (&Method::POST | &Method::PUT, "/-/reload") => reload(&state).await,
-        (_, "/-/reload") => text(StatusCode::METHOD_NOT_ALLOWED, PLAIN, "Use POST to reload.\n"),
+        (_, "/-/reload") => text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            PLAIN,
+            "Use POST to reload.\n",
+        ),
         (&Method::GET | &Method::HEAD, "/") => text(
             StatusCode::OK,
             "text/html; charset=utf-8",
@@ -121,7 +139,11 @@ async fn handle(
 async fn reload(state: &WebState) -> Response<Full<Bytes>> {
     const PLAIN: &str = "text/plain; charset=utf-8";
     let Some(tx) = &state.reload else {
-        return text(StatusCode::SERVICE_UNAVAILABLE, PLAIN, "Reload is not available.\n");
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            PLAIN,
+            "Reload is not available.\n",
+        );
     };
     let (done, wait) = oneshot::channel();
     if tx.send(done).await.is_err() {

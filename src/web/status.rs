@@ -53,9 +53,15 @@ pub fn page(board: &[MailboxStatus]) -> String {
             escape(&server)
         );
         match &s.last {
-            None => h.push_str("<td>pending</td><td></td><td></td><td></td><td></td><td></td><td></td></tr>\n"),
+            None => h.push_str(
+                "<td>pending</td><td></td><td></td><td></td><td></td><td></td><td></td></tr>\n",
+            ),
             Some(r) => {
-                let (cls, result) = if r.success() { ("ok", "success") } else { ("fail", "FAILED") };
+                let (cls, result) = if r.success() {
+                    ("ok", "success")
+                } else {
+                    ("fail", "FAILED")
+                };
                 let f = r.failure.as_ref();
                 let _ = write!(
                     h,
@@ -96,6 +102,9 @@ mod tests {
 
     #[test]
     fn escapes_markup() {
-        assert_eq!(escape("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+        assert_eq!(
+            escape("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
     }
 }
