@@ -74,6 +74,11 @@ impl Daemon {
         for (k, v) in envs {
             c.env(k, v);
         }
+        // Tests never use the system resolver: the daemon's DNS audit of the test
+        // domains goes to a dead loopback port unless a test names a server.
+        if !extra.contains(&"--dns-server") {
+            c.arg("--dns-server").arg("127.0.0.1:9");
+        }
         let child = c.spawn().expect("spawn daemon");
         Daemon {
             child: Some(child),
