@@ -53,15 +53,19 @@ cpu() { awk -v t="$TICK" '{print ($14+$15)/t}' "/proc/$DAEMON/stat"; }
 probes() { curl -fsS "127.0.0.1:$WEB_PORT/metrics" | awk '/^smtp_canary_probes_total\{/ {s+=$2} END {print s+0}'; }
 
 sleep "$WARMUP"
-cpu0=$(cpu); p0=$(probes)
+# Scrapes are kept out of the probing window and measured on their own.
+rss_noscrape=$(awk '/VmRSS/ {print $2}' "/proc/$DAEMON/status")
+p0=$(probes); cpu0=$(cpu)
 sleep "$DURATION"
 cpu1=$(cpu); p1=$(probes)
+cpu2=$(cpu); s0=$(date +%s.%N)
 curl -fsS "127.0.0.1:$WEB_PORT/metrics" > "$tmp/metrics.txt"
+s1=$(date +%s.%N); cpu3=$(cpu)
 rss=$(awk '/VmRSS/ {print $2}' "/proc/$DAEMON/status"); hwm=$(awk '/VmHWM/ {print $2}' "/proc/$DAEMON/status")
 
-python3 - "$tmp/metrics.txt" "$cpu0" "$cpu1" "$p0" "$p1" "$rss" "$hwm" "$N" "$INTERVAL" "$DURATION" "$t0" "$t_ready" <<'PY'
-import sys, re
-m, cpu0, cpu1, p0, p1, rss, hwm, n, interval, dur, t0, tr = sys.argv[1:]
+python3 - "$tmp/metrics.txt" "$cpu0" "$cpu1" "$p0" "$p1" "$rss" "$hwm" "$N" "$INTERVAL" "$DURATION" "$t0" "$t_ready" "$cpu2" "$cpu3" "$s0" "$s1" "$rss_noscrape" <<'PY'
+import sys, re, os
+m, cpu0, cpu1, p0, p1, rss, hwm, n, interval, dur, t0, tr, c2, c3, s0, s1, rss0 = sys.argv[1:]
 cpu0, cpu1, p0, p1 = float(cpu0), float(cpu1), float(p0), float(p1)
 text = open(m).read()
 ok = sum(1 for l in text.splitlines() if l.startswith("smtp_canary_probe_success{") and l.endswith(" 1"))
@@ -78,7 +82,8 @@ print(f"mailboxes:              {n} (interval {interval})")
 print(f"start-up to ready:      {float(tr) - float(t0):.2f} s")
 print(f"measured window:        {dur} s, {probes:.0f} probes ({probes/float(dur):.1f}/s)")
 print(f"CPU per probe:          {(cpu1-cpu0)/probes*1000:.3f} ms  (daemon utime+stime {cpu1-cpu0:.2f} s)")
-print(f"memory:                 RSS {int(rss)/1024:.1f} MiB, peak {int(hwm)/1024:.1f} MiB")
+print(f"memory:                 RSS {int(rss0)/1024:.1f} MiB before the first scrape; {int(rss)/1024:.1f} MiB after scrapes, peak {int(hwm)/1024:.1f} MiB")
 print(f"schedule lateness:      mean {total/count*1000:.2f} ms, p50 {q(0.5)}, p99 {q(0.99)} ({count:.0f} probes)")
 print(f"last results:           {ok} success, {fail} failed")
+print(f"one /metrics scrape:    {os.path.getsize(m)/1048576:.1f} MiB, {float(s1)-float(s0):.2f} s, {float(c3)-float(c2):.2f} s CPU")
 PY

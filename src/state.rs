@@ -89,6 +89,7 @@ impl StateStore {
         };
         match serde_json::from_slice::<Ledger>(&bytes) {
             Ok(mut l) => {
+                l.settle_reservation();
                 l.prune(now);
                 Loaded::Ok(l)
             }
