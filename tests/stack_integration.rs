@@ -587,6 +587,12 @@ fn prometheus_scrapes_the_daemon_with_the_shipped_config() {
     std::fs::create_dir_all(prom_dir.join("data")).unwrap();
     let prom_cfg = prom_dir.join("prometheus.yml");
     std::fs::write(&prom_cfg, render_shipped_prometheus_config(web)).unwrap();
+    // The shipped config loads `rule_files: [alerts.yml]` relative to itself.
+    std::fs::copy(
+        shipped_prometheus_config().with_file_name("alerts.yml"),
+        prom_dir.join("alerts.yml"),
+    )
+    .expect("copying deploy/prometheus/alerts.yml next to the rendered config");
     promtool_check_config(&prom_cfg);
     let prom: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let prometheus = ChildGuard::spawn(
