@@ -682,7 +682,10 @@ impl Metrics {
         if let Err(e) = TextEncoder::new().encode(&families, &mut buf) {
             tracing::error!(error = %e, "encoding metrics failed");
         }
-        String::from_utf8(buf).unwrap_or_default()
+        let out = String::from_utf8(buf).unwrap_or_default();
+        drop(families);
+        release_free_memory();
+        out
     }
 
     pub fn registry(&self) -> &Registry {
@@ -711,6 +714,20 @@ fn series_of(vec: &IntGaugeVec, domain: &str, names: &[&str]) -> Vec<Vec<String>
     }
     out
 }
+
+/// A scrape of 10,000 mailboxes builds ~50 MiB of transient structures; glibc keeps
+/// freed memory mapped, so without this the process would stay at its scrape peak.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn release_free_memory() {
+    // SAFETY: malloc_trim only returns free heap pages to the kernel; it has no
+    // preconditions and touches no memory we hold.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn release_free_memory() {}
 
 impl Default for Metrics {
     fn default() -> Self {
