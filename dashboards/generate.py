@@ -36,10 +36,9 @@ def delta_of_sum(metric, by, sel):
     the value 1, which increase() never counts. The difference of the sums against
     `offset $__rate_interval` does; `or ... * 0` stands in for a sum that did not exist
     then; clamp_min hides the drop of a restart."""
-    s = f"sum by ({by}) ({metric}{{{sel}}})"
-    return (
-        f"clamp_min({s} - ({s} offset $__rate_interval or {s} * 0), 0)"
-    )
+    now = f"sum by ({by}) ({metric}{{{sel}}})"
+    before = f"sum by ({by}) ({metric}{{{sel}}} offset $__rate_interval)"
+    return f"clamp_min({now} - ({before} or {now} * 0), 0)"
 
 
 # ------------------------------------------------------------------ panel builders
@@ -512,8 +511,9 @@ and on (instance, mailbox) (max by (instance, mailbox) (smtp_canary_probe_succes
         "Throttling rate",
         "Throttled probes (432 4.3.2, 421 4.4.2, 454 4.7.0, ...) in the last hour, per "
         "mailbox: the quantity SMTPCanaryThrottled alerts on at 3 (dashed line). Summed "
-        "before counting, so the mailbox's zero series makes the first one count.",
-        [target(f'increase((sum by (mailbox) ({FAIL}{{{MB}, class="throttled"}}))[1h:1m])',
+        "before counting (a subquery at the evaluation interval), so the mailbox's zero "
+        "series makes the first one count.",
+        [target(f'increase((sum by (mailbox) ({FAIL}{{{MB}, class="throttled"}}))[1h:])',
                 "{{mailbox}}")],
         "short",
         th=thresholds(("green", None), ("red", 3)),

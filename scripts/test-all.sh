@@ -55,6 +55,14 @@ step "cargo test --test oauth_stack -- --ignored (XOAUTH2 through Postfix + Dove
 cargo test --locked --test oauth_stack -- --ignored
 step "cargo test --test audit_knot -- --ignored (DNS audit against its own knotd and zones)"
 cargo test --locked --test audit_knot -- --ignored
+step "cargo test --test dashboards_live -- --ignored (every dashboard query and alert rule on a real Prometheus; serves 127.0.0.1:18080 too)"
+cargo test --locked --test dashboards_live -- --ignored
+# The deployment-file checks run promtool (installed with the stack), kubectl kustomize,
+# systemd-analyze and python3; install the Debian packages that are missing.
+need() { command -v "$1" > /dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2"; }; }
+need kubectl kubernetes-client; need systemd-analyze systemd; need python3 python3
+step "cargo test --test deploy_files -- --ignored (promtool test rules, kubectl kustomize, systemd-analyze verify)"
+cargo test --locked --test deploy_files -- --ignored
 step "mail-stack part took $(( $(date +%s) - ts ))s"
 
 step "done in $(( $(date +%s) - t0 ))s"

@@ -78,9 +78,7 @@ fn every_metric_named_is_exported_and_in_the_contract() {
         for name in metric_names(&read(rel)) {
             let fam = family(&name, &histograms);
             if !defined.contains(&fam) {
-                problems.push(format!(
-                    "{rel}: {name} is not defined in src/metrics.rs"
-                ));
+                problems.push(format!("{rel}: {name} is not defined in src/metrics.rs"));
             }
             if !contract.contains(&fam) {
                 problems.push(format!(
@@ -110,7 +108,10 @@ fn every_metric_named_is_exported_and_in_the_contract() {
         unused.is_empty(),
         "contract metrics no dashboard panel shows: {unused:?}"
     );
-    eprintln!("{} metric families referenced, all exported and in the contract", seen.len());
+    eprintln!(
+        "{} metric families referenced, all exported and in the contract",
+        seen.len()
+    );
 }
 
 #[test]
@@ -121,7 +122,10 @@ fn the_metric_name_scanner_finds_names() {
     );
     assert_eq!(
         names.into_iter().collect::<Vec<_>>(),
-        ["smtp_canary_phase_seconds_bucket", "smtp_canary_probes_total"]
+        [
+            "smtp_canary_phase_seconds_bucket",
+            "smtp_canary_probes_total"
+        ]
     );
 }
 
@@ -181,7 +185,11 @@ fn the_dashboard_is_importable_and_complete() {
 
     let mut ids = BTreeSet::new();
     for p in d["panels"].as_array().unwrap() {
-        assert!(ids.insert(p["id"].as_u64().expect("panel id")), "duplicate id {}", p["id"]);
+        assert!(
+            ids.insert(p["id"].as_u64().expect("panel id")),
+            "duplicate id {}",
+            p["id"]
+        );
         let g = &p["gridPos"];
         let (x, w) = (g["x"].as_u64().unwrap(), g["w"].as_u64().unwrap());
         assert!(x + w <= 24, "{} is wider than the grid", p["title"]);
@@ -198,10 +206,16 @@ fn the_dashboard_is_importable_and_complete() {
         for t in targets {
             assert_eq!(t["datasource"]["uid"], "${datasource}", "{title}");
             let expr = t["expr"].as_str().unwrap_or_default();
-            assert!(expr.contains("smtp_canary_") || expr.starts_with("up{"), "{title}: {expr}");
+            assert!(
+                expr.contains("smtp_canary_") || expr.starts_with("up{"),
+                "{title}: {expr}"
+            );
             // Every query is narrowed by job and instance (and mailbox or domain where
             // the metric has one); `substitute` fails on unknown variables.
-            assert!(expr.contains("$job") && expr.contains("$instance"), "{title}: {expr}");
+            assert!(
+                expr.contains("$job") && expr.contains("$instance"),
+                "{title}: {expr}"
+            );
             substitute(expr);
         }
     }
@@ -322,7 +336,10 @@ fn every_alert_has_annotations_severity_and_a_runbook_section() {
         .unwrap();
     assert_eq!(blocked["labels"]["severity"], "critical");
     let summary = blocked["annotations"]["summary"].as_str().unwrap();
-    assert!(summary.contains("{{ $labels.code }}"), "code in the summary: {summary}");
+    assert!(
+        summary.contains("{{ $labels.code }}"),
+        "code in the summary: {summary}"
+    );
     let desc = blocked["annotations"]["description"].as_str().unwrap();
     for fix in [
         "5.7.139",
@@ -330,13 +347,18 @@ fn every_alert_has_annotations_severity_and_a_runbook_section() {
         "basic authentication is disabled",
         "OAuth",
     ] {
-        assert!(desc.contains(fix), "AuthPolicyBlocked's description lacks {fix:?}: {desc}");
+        assert!(
+            desc.contains(fix),
+            "AuthPolicyBlocked's description lacks {fix:?}: {desc}"
+        );
     }
     let runbook = runbooks
         .split("\n## ")
         .find(|s| s.starts_with("SMTPCanaryAuthPolicyBlocked"))
         .unwrap();
-    assert!(runbook.contains("Set-CASMailbox -Identity invoices@contoso.com -SmtpClientAuthenticationDisabled $false"));
+    assert!(runbook.contains(
+        "Set-CASMailbox -Identity invoices@contoso.com -SmtpClientAuthenticationDisabled $false"
+    ));
     assert!(runbook.contains("basic authentication is disabled"));
 }
 
@@ -359,7 +381,10 @@ fn every_alert_has_a_firing_and_a_silent_unit_test() {
     }
     for name in ALERTS {
         assert!(fires.contains_key(name), "no test where {name} fires");
-        assert!(silent.contains_key(name), "no test where {name} stays silent");
+        assert!(
+            silent.contains_key(name),
+            "no test where {name} stays silent"
+        );
     }
 }
 
@@ -404,7 +429,12 @@ fn the_prometheus_configs_load_the_rules_and_scrape_the_same_job() {
         .find(|(n, _)| n == "SMTPCanaryExporterDown")
         .unwrap()
         .1;
-    assert!(down["expr"].as_str().unwrap().contains(r#"job="smtp-canary""#));
+    assert!(
+        down["expr"]
+            .as_str()
+            .unwrap()
+            .contains(r#"job="smtp-canary""#)
+    );
 }
 
 // ------------------------------------------------------------------------ Docker
@@ -438,7 +468,11 @@ fn instructions(text: &str) -> Vec<(String, String)> {
 #[test]
 fn the_dockerfile_is_multi_stage_non_root_with_a_healthcheck() {
     let ins = instructions(&dockerfile());
-    let froms: Vec<&String> = ins.iter().filter(|(k, _)| k == "FROM").map(|(_, v)| v).collect();
+    let froms: Vec<&String> = ins
+        .iter()
+        .filter(|(k, _)| k == "FROM")
+        .map(|(_, v)| v)
+        .collect();
     assert!(froms.len() >= 2, "multi-stage: {froms:?}");
     assert!(froms[0].contains(" AS build"), "{}", froms[0]);
     let runtime = froms.last().unwrap();
@@ -481,7 +515,8 @@ fn the_dockerfile_is_multi_stage_non_root_with_a_healthcheck() {
         "the build stage builds the release binary"
     );
     assert!(
-        fin.iter().any(|(k, v)| k == "COPY" && v.starts_with("--from=build ")),
+        fin.iter()
+            .any(|(k, v)| k == "COPY" && v.starts_with("--from=build ")),
         "the runtime stage copies from the build stage"
     );
     let cmd = fin
@@ -516,8 +551,15 @@ fn the_dockerfile_is_multi_stage_non_root_with_a_healthcheck() {
         .map(|v| v.trim_matches('"').to_owned())
         .expect("rust-version in Cargo.toml");
     let parse = |v: &str| -> Vec<u32> { v.split('.').map(|p| p.parse().unwrap()).collect() };
-    assert!(parse(&arg) >= parse(&want), "RUST_VERSION {arg} < rust-version {want}");
-    assert!(repo().join("deploy/docker/Dockerfile.dockerignore").exists());
+    assert!(
+        parse(&arg) >= parse(&want),
+        "RUST_VERSION {arg} < rust-version {want}"
+    );
+    assert!(
+        repo()
+            .join("deploy/docker/Dockerfile.dockerignore")
+            .exists()
+    );
 }
 
 #[test]
@@ -562,7 +604,10 @@ fn the_compose_file_mounts_what_exists() {
     // Prometheus with the shipped rules and a config that loads them.
     assert_eq!(
         mounts["/etc/prometheus/alerts.yml"],
-        repo().join("deploy/prometheus/alerts.yml").canonicalize().unwrap()
+        repo()
+            .join("deploy/prometheus/alerts.yml")
+            .canonicalize()
+            .unwrap()
     );
     let prom = yaml_file("deploy/docker/prometheus.yml");
     assert_eq!(
@@ -572,7 +617,10 @@ fn the_compose_file_mounts_what_exists() {
     // Grafana with the data source and the dashboard provisioned.
     assert_eq!(
         mounts["/etc/grafana/dashboards/smtp-canary.json"],
-        repo().join("dashboards/smtp-canary.json").canonicalize().unwrap()
+        repo()
+            .join("dashboards/smtp-canary.json")
+            .canonicalize()
+            .unwrap()
     );
     let ds = yaml_file("deploy/docker/grafana/provisioning/datasources/prometheus.yaml");
     assert_eq!(ds["datasources"][0]["type"], "prometheus");
@@ -657,18 +705,31 @@ fn the_kustomize_base_is_consistent() {
     let kz = k8s("kustomization.yaml");
     for r in kz["resources"].as_array().unwrap() {
         let r = r.as_str().unwrap();
-        assert!(repo().join("deploy/kubernetes").join(r).is_file(), "resource {r}");
+        assert!(
+            repo().join("deploy/kubernetes").join(r).is_file(),
+            "resource {r}"
+        );
     }
     for g in kz["configMapGenerator"].as_array().unwrap() {
         for f in g["files"].as_array().unwrap() {
-            assert!(repo().join("deploy/kubernetes").join(f.as_str().unwrap()).is_file());
+            assert!(
+                repo()
+                    .join("deploy/kubernetes")
+                    .join(f.as_str().unwrap())
+                    .is_file()
+            );
         }
     }
     let kinds: BTreeSet<String> = kz["resources"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| k8s(r.as_str().unwrap())["kind"].as_str().unwrap().to_owned())
+        .map(|r| {
+            k8s(r.as_str().unwrap())["kind"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
     for k in ["StatefulSet", "Service", "ServiceMonitor", "PrometheusRule"] {
         assert!(kinds.contains(k), "no {k} in the base: {kinds:?}");
@@ -680,10 +741,12 @@ fn the_kustomize_base_is_consistent() {
     // The Service's name is the job name the alerts select.
     assert_eq!(svc["metadata"]["name"], "smtp-canary");
     assert_eq!(sts["spec"]["serviceName"], svc["metadata"]["name"]);
-    assert_eq!(sm["spec"]["endpoints"][0]["port"], svc["spec"]["ports"][0]["name"]);
     assert_eq!(
-        sm["spec"]["selector"]["matchLabels"],
-        svc["metadata"]["labels"],
+        sm["spec"]["endpoints"][0]["port"],
+        svc["spec"]["ports"][0]["name"]
+    );
+    assert_eq!(
+        sm["spec"]["selector"]["matchLabels"], svc["metadata"]["labels"],
         "the ServiceMonitor selects the Service"
     );
     assert_eq!(
@@ -705,7 +768,11 @@ fn the_statefulset_derives_the_shard_from_the_pod_name() {
     let script = c["args"][0].as_str().unwrap();
     assert!(script.contains("exec /usr/local/bin/smtp-canary"));
     let script = script.replace("exec /usr/local/bin/smtp-canary", "exec echo");
-    for (pod, want) in [("smtp-canary-0", Some("0/2")), ("smtp-canary-1", Some("1/2")), ("smtp-canary", None)] {
+    for (pod, want) in [
+        ("smtp-canary-0", Some("0/2")),
+        ("smtp-canary-1", Some("1/2")),
+        ("smtp-canary", None),
+    ] {
         let out = Command::new("/bin/sh")
             .arg("-c")
             .arg(&script)
@@ -757,7 +824,9 @@ fn the_systemd_unit_is_hardened() {
         .filter(|l| !l.starts_with('#') && l.contains('='))
         .filter_map(|l| l.split_once('='))
         .fold(BTreeMap::new(), |mut m, (k, v)| {
-            m.entry(k.trim().to_owned()).or_default().push(v.trim().to_owned());
+            m.entry(k.trim().to_owned())
+                .or_default()
+                .push(v.trim().to_owned());
             m
         });
     let one = |k: &str| -> &str {
@@ -792,7 +861,9 @@ fn the_systemd_unit_is_hardened() {
 // ------------------------------------------------------------------------ the real tools
 
 fn run(cmd: &mut Command) -> (bool, String) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -818,7 +889,10 @@ fn promtool_checks_the_rules_and_runs_their_unit_tests() {
     assert!(ok, "promtool test rules:\n{text}");
     eprintln!("{text}");
     // The Prometheus configs, each with alerts.yml next to it as it is shipped.
-    for cfg in ["deploy/prometheus/prometheus.yml", "deploy/docker/prometheus.yml"] {
+    for cfg in [
+        "deploy/prometheus/prometheus.yml",
+        "deploy/docker/prometheus.yml",
+    ] {
         let tmp = tempfile::tempdir().unwrap();
         std::fs::copy(repo().join(cfg), tmp.path().join("prometheus.yml")).unwrap();
         std::fs::copy(dir.join("alerts.yml"), tmp.path().join("alerts.yml")).unwrap();
@@ -833,7 +907,10 @@ fn promtool_checks_the_rules_and_runs_their_unit_tests() {
     let rules = tmp.path().join("from-prometheusrule.yml");
     std::fs::write(&rules, serde_json::to_string(&rule["spec"]).unwrap()).unwrap();
     let (ok, text) = run(Command::new(&promtool).args(["check", "rules"]).arg(&rules));
-    assert!(ok, "promtool check rules on the PrometheusRule's spec:\n{text}");
+    assert!(
+        ok,
+        "promtool check rules on the PrometheusRule's spec:\n{text}"
+    );
 }
 
 #[test]
@@ -852,14 +929,19 @@ fn kubectl_kustomize_renders_the_base() {
     };
     let cm = by_kind("ConfigMap");
     let cm_name = cm["metadata"]["name"].as_str().unwrap();
-    assert!(cm_name.starts_with("smtp-canary-config-"), "hashed name: {cm_name}");
+    assert!(
+        cm_name.starts_with("smtp-canary-config-"),
+        "hashed name: {cm_name}"
+    );
     assert_eq!(
         cm["data"]["config.yaml"].as_str().unwrap(),
         read("deploy/kubernetes/config.yaml")
     );
     let sts = by_kind("StatefulSet");
     check_statefulset(sts);
-    let volumes = sts["spec"]["template"]["spec"]["volumes"].as_array().unwrap();
+    let volumes = sts["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .unwrap();
     assert!(
         volumes.iter().any(|v| v["configMap"]["name"] == cm_name),
         "the StatefulSet mounts the generated ConfigMap {cm_name}"
@@ -908,12 +990,18 @@ fn systemd_analyze_verifies_the_unit() {
     assert!(ok, "systemd-analyze security:\n{text}");
     let level: f64 = text
         .lines()
-        .find_map(|l| l.split("Overall exposure level for smtp-canary.service: ").nth(1))
+        .find_map(|l| {
+            l.split("Overall exposure level for smtp-canary.service: ")
+                .nth(1)
+        })
         .and_then(|r| r.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no exposure level in:\n{text}"));
     eprintln!("systemd-analyze security: exposure {level}");
-    assert!(level <= 2.0, "exposure level {level} (want <= 2.0, OK):\n{text}");
+    assert!(
+        level <= 2.0,
+        "exposure level {level} (want <= 2.0, OK):\n{text}"
+    );
 }
 
 #[test]
@@ -923,10 +1011,16 @@ fn the_generated_files_are_up_to_date() {
     let (ok, text) = run(Command::new(&python)
         .arg(repo().join("dashboards/generate.py"))
         .arg("--check"));
-    assert!(ok, "dashboards/smtp-canary.json is not what generate.py writes:\n{text}");
+    assert!(
+        ok,
+        "dashboards/smtp-canary.json is not what generate.py writes:\n{text}"
+    );
     let (ok, text) = run(Command::new("/bin/sh")
         .arg(repo().join("deploy/kubernetes/gen-prometheusrule.sh"))
         .arg("--check"));
-    assert!(ok, "deploy/kubernetes/prometheusrule.yaml is stale:\n{text}");
+    assert!(
+        ok,
+        "deploy/kubernetes/prometheusrule.yaml is stale:\n{text}"
+    );
     assert!(Path::new(&repo().join("deploy/kubernetes/gen-prometheusrule.sh")).is_file());
 }

@@ -190,7 +190,8 @@ pub fn metric_names(text: &str) -> BTreeSet<String> {
     while let Some(pos) = text[from..].find(PREFIX) {
         let start = from + pos;
         // Not the tail of a longer identifier (e.g. `my_smtp_canary_x`).
-        let boundary = start == 0 || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
+        let boundary =
+            start == 0 || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
         let mut end = start + PREFIX.len();
         while end < bytes.len() && (bytes[end].is_ascii_lowercase() || bytes[end] == b'_') {
             end += 1;
@@ -258,9 +259,17 @@ pub fn contract_metrics() -> (String, BTreeSet<String>) {
         if !in_metrics || !line.starts_with('|') {
             continue;
         }
-        let cell = line.split('|').nth(1).unwrap_or("").trim().trim_matches('`');
+        let cell = line
+            .split('|')
+            .nth(1)
+            .unwrap_or("")
+            .trim()
+            .trim_matches('`');
         // The header row's first cell is `name`.
-        if cell != "name" && !cell.is_empty() && cell.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+        if cell != "name"
+            && !cell.is_empty()
+            && cell.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+        {
             names.insert(format!("smtp_canary_{cell}"));
         }
     }
@@ -325,9 +334,13 @@ pub fn render_prometheus_config(rel: &str, old_target: &str, target: &str) -> St
     for line in shipped.replace(old_target, target).lines() {
         let key = line.trim_start();
         let indent = &line[..line.len() - key.len()];
-        match ["scrape_interval:", "scrape_timeout:", "evaluation_interval:"]
-            .iter()
-            .find(|k| key.starts_with(*k))
+        match [
+            "scrape_interval:",
+            "scrape_timeout:",
+            "evaluation_interval:",
+        ]
+        .iter()
+        .find(|k| key.starts_with(*k))
         {
             Some(k) => out += &format!("{indent}{k} 1s\n"),
             None => {
@@ -341,11 +354,11 @@ pub fn render_prometheus_config(rel: &str, old_target: &str, target: &str) -> St
 
 /// Finds an executable on PATH (or /usr/bin, /usr/sbin), or panics saying how to get it.
 pub fn tool(name: &str, install: &str) -> PathBuf {
-    for dir in std::env::var("PATH")
-        .unwrap_or_default()
-        .split(':')
-        .chain(["/usr/bin", "/usr/sbin", "/bin"])
-    {
+    for dir in std::env::var("PATH").unwrap_or_default().split(':').chain([
+        "/usr/bin",
+        "/usr/sbin",
+        "/bin",
+    ]) {
         let p = Path::new(dir).join(name);
         if p.is_file() {
             return p;

@@ -1,0 +1,541 @@
+//! The dashboard and the alert rules against the real thing: a real smtp-canary daemon
+//! probing real mailboxes, scraped by a real Prometheus that loads the shipped
+//! `deploy/prometheus/prometheus.yml` job and `alerts.yml`.
+//!
+//! The daemon's config is chosen so that every dashboard panel has data:
+//! - the two demo mailboxes (in-process relay): success, `auth_policy` 5.7.139, quotas
+//!   and budget (the demo preset has Microsoft 365's limits), the occasional 432 4.3.2;
+//! - a password mailbox on the stack's Postfix (STARTTLS, PLAIN/LOGIN, the stack's CA);
+//! - an OAuth mailbox: XOAUTH2 through Postfix + Dovecot, whose introspection endpoint
+//!   (127.0.0.1:18080) this test serves together with the token endpoint
+//!   (`oauth_support::TokenEndpoint`): token expiry, mechanism XOAUTH2;
+//! - an OAuth mailbox whose token endpoint answers `invalid_client` (AADSTS7000215):
+//!   `oauth_token_failures_total{reason="invalid_client"}`, class `oauth_token`;
+//! - a `provider: microsoft365` password mailbox pointed at the stack's Postfix (host
+//!   127.0.0.1, the stack's port and CA; the preset refuses only port 465 and implicit
+//!   TLS): the `auth.basic_auth_retiring` finding;
+//! - `dns_audit` of the stack's domain example.test against the stack's Knot
+//!   (`--dns-server`): SPF lookups, DKIM bits (selector `canary`), DMARC policy.
+//!
+//! Then every panel query, with the template variables filled in as Grafana does with
+//! "All" selected, must be accepted by `/api/v1/query` and return at least one series;
+//! every variable query must find values; every alert expression must be accepted, every
+//! rule must evaluate without error, and the alerts this data should fire do.
+//!
+//! `#[ignore]`d like the other stack tests; `scripts/test-all.sh` runs it with
+//! `cargo test --test dashboards_live -- --ignored`. It panics when the stack is not up.
+//! It listens on the stack's introspection port, so it must not run at the same time as
+//! `tests/oauth_stack.rs` (cargo runs test binaries one after another).
+
+mod deploy_support;
+mod oauth_support;
+mod stack_support;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use stack_support::{ChildGuard, Stack, http_get, urlencode, wait_until};
+
+/// Environment variables the daemon reads its secrets from.
+const PASSWORD_ENV: &str = "DASHBOARDS_LIVE_PASSWORD";
+const SECRET_ENV: &str = "DASHBOARDS_LIVE_CLIENT_SECRET";
+
+/// How long the probes get to fill every panel.
+const DATA_DEADLINE: Duration = Duration::from_secs(150);
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// The daemon's config (see the module docs). Secrets are only named, never written.
+fn config(stack: &Stack, token_base: &str) -> String {
+    let (host, port, ca, name, user) = (
+        stack.host(),
+        stack.smtp_port(),
+        stack.ca_file(),
+        stack.tls_name(),
+        stack.user(),
+    );
+    // A fresh loopback source address per stack mailbox: Postfix's per-client message
+    // limit (5 a minute) then never throttles these probes. 127.200-254.x.y is used by
+    // no other test file.
+    let src = || stack_support::fresh_source(200..255);
+    let stack_mailbox = |mb: &str, interval: &str, src: std::net::Ipv4Addr| {
+        format!(
+            "  - name: {mb}
+    host: {host}
+    port: {port}
+    username: {user}
+    from: {user}
+    to: [{user}]
+    interval: {interval}
+    timeout: 15s
+    source_address: {src}
+    tls: {{ca_file: {ca}, server_name: {name}}}
+"
+        )
+    };
+    let oauth = |token_path: &str| {
+        format!(
+            "    oauth2:
+      grant: client_credentials
+      token_url: {token_base}{token_path}
+      scope: {scope}
+      client_id: {client_id}
+      client_secret_env: {SECRET_ENV}
+",
+            scope = oauth_support::SCOPE,
+            client_id = oauth_support::CLIENT_ID,
+        )
+    };
+    let mut y = String::from(
+        "# written by tests/dashboards_live.rs
+global:
+  helo_name: canary-test.example.test
+mailboxes:
+  - name: demo-healthy
+    provider: demo
+    username: canary@demo.example
+    from: canary@demo.example
+    to: [canary-sink@demo.example]
+    interval: 10s
+    timeout: 5s
+  - name: demo-smtp-auth-disabled
+    provider: demo
+    username: smtp-auth-disabled@demo.example
+    from: smtp-auth-disabled@demo.example
+    to: [canary-sink@demo.example]
+    interval: 10s
+    timeout: 5s
+",
+    );
+    y += &stack_mailbox("stack-password", "20s", src());
+    y += &format!("    password_env: {PASSWORD_ENV}\n");
+    y += &stack_mailbox("stack-oauth", "20s", src());
+    y += &oauth("/dashboards-live/oauth2/v2.0/token");
+    // The endpoint answers every path with `invalid-client` in it with AADSTS7000215.
+    y += &stack_mailbox("stack-oauth-bad-secret", "20s", src());
+    y += &oauth("/invalid-client/oauth2/v2.0/token");
+    // microsoft365 with a password: the Basic-auth retirement finding. Its preset has
+    // Exchange Online's limits (30 a minute, 10,000 recipients a day), so the canary may
+    // send at most every 23 s and 1,000 a day.
+    y += &stack_mailbox("m365-password", "30s", src()).replace(
+        "  - name: m365-password\n",
+        "  - name: m365-password\n    provider: microsoft365\n    budget: {messages_per_day: 1000}\n",
+    );
+    y += &format!("    password_env: {PASSWORD_ENV}\n");
+    y += &format!(
+        "dns_audit:
+  interval: 1h
+  domains:
+    - domain: {domain}
+      dkim_selectors: [{selector}]
+",
+        domain = stack.var("STACK_DOMAIN"),
+        selector = stack.var("STACK_DKIM_SELECTOR"),
+    );
+    y
+}
+
+/// An instant query: the result vector, or Prometheus's error.
+fn query(prom: SocketAddr, promql: &str) -> Result<Vec<Value>, String> {
+    let (status, body) = http_get(prom, &format!("/api/v1/query?query={}", urlencode(promql)))
+        .map_err(|e| format!("GET /api/v1/query: {e}"))?;
+    let v: Value = serde_json::from_str(&body)
+        .map_err(|e| format!("HTTP {status}, not JSON ({e}): {body}"))?;
+    if v["status"] != "success" {
+        return Err(format!(
+            "HTTP {status}: {}: {}",
+            v["errorType"].as_str().unwrap_or("?"),
+            v["error"].as_str().unwrap_or("?")
+        ));
+    }
+    if v["data"]["resultType"] != "vector" {
+        return Err(format!(
+            "result type {} (want vector)",
+            v["data"]["resultType"]
+        ));
+    }
+    Ok(v["data"]["result"].as_array().cloned().unwrap_or_default())
+}
+
+fn api(prom: SocketAddr, path: &str) -> Value {
+    let (status, body) = http_get(prom, path).unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    assert_eq!(status, 200, "GET {path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+}
+
+/// What one dashboard query returned at the last attempt.
+enum Outcome {
+    Series(usize),
+    Empty,
+    Error(String),
+}
+
+fn run_panel_queries(prom: SocketAddr, queries: &[(String, String)]) -> Vec<Outcome> {
+    queries
+        .iter()
+        .map(|(_, q)| match query(prom, q) {
+            Ok(r) if r.is_empty() => Outcome::Empty,
+            Ok(r) => Outcome::Series(r.len()),
+            Err(e) => Outcome::Error(e),
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "needs the mail stack: tests/stack/up.sh (root)"]
+fn every_dashboard_query_and_alert_rule_works_on_real_data() {
+    let stack = Stack::get();
+    assert_eq!(
+        stack.var("STACK_OAUTH2"),
+        "1",
+        "the stack runs without XOAUTH2; restart it with STACK_OAUTH2=1"
+    );
+    let promtool = stack_support::stack_tool("promtool");
+    let prometheus_bin = stack_support::stack_tool("prometheus");
+
+    // The token endpoint, on the introspection address Dovecot asks.
+    let introspect = stack.var("STACK_OAUTH2_INTROSPECT_URL");
+    let ep_addr: SocketAddr = introspect
+        .strip_prefix("http://")
+        .and_then(|r| r.split('/').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected STACK_OAUTH2_INTROSPECT_URL {introspect}"));
+    let ep = oauth_support::TokenEndpoint::start_detached(ep_addr);
+    ep.set_username(stack.user());
+
+    let dir = tempfile::Builder::new()
+        .prefix("smtp-canary-dashboards-live")
+        .tempdir()
+        .expect("tempdir");
+    let cfg_path = dir.path().join("config.yaml");
+    let cfg = config(stack, &format!("http://{ep_addr}"));
+    std::fs::write(&cfg_path, &cfg).unwrap();
+
+    // ------------------------------------------------------------------ the daemon
+    let web = loopback(stack_support::free_port());
+    let daemon = ChildGuard::spawn(
+        "smtp-canary daemon",
+        Command::new(stack_support::BIN)
+            .arg("--config.file")
+            .arg(&cfg_path)
+            .arg("--state.dir")
+            .arg(dir.path().join("state"))
+            .arg("--web.listen-address")
+            .arg(web.to_string())
+            .arg("--dns-server")
+            .arg(stack.var("STACK_DNS"))
+            .arg("--probe.immediate")
+            .env(PASSWORD_ENV, stack.password())
+            .env(SECRET_ENV, oauth_support::CLIENT_SECRET)
+            .env_remove("RUST_LOG"),
+        dir.path().join("daemon.log"),
+    );
+    wait_until(Duration::from_secs(20), || {
+        daemon.assert_running();
+        http_get(web, "/-/ready").ok().filter(|(s, _)| *s == 200)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the daemon never became ready\n{}\nconfig:\n{cfg}",
+            daemon.log_tail()
+        )
+    });
+
+    // ------------------------------------------------------------------ Prometheus
+    // The shipped job and rule file, unchanged but for the target and 1 s intervals.
+    let prom_dir = dir.path().join("prometheus");
+    std::fs::create_dir_all(prom_dir.join("data")).unwrap();
+    let prom_cfg = prom_dir.join("prometheus.yml");
+    std::fs::write(
+        &prom_cfg,
+        deploy_support::render_prometheus_config(
+            "deploy/prometheus/prometheus.yml",
+            "localhost:9587",
+            &web.to_string(),
+        ),
+    )
+    .unwrap();
+    std::fs::copy(
+        deploy_support::repo().join("deploy/prometheus/alerts.yml"),
+        prom_dir.join("alerts.yml"),
+    )
+    .unwrap();
+    let out = Command::new(&promtool)
+        .args(["check", "config"])
+        .arg(&prom_cfg)
+        .output()
+        .expect("promtool");
+    assert!(
+        out.status.success(),
+        "promtool check config: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let prom = loopback(stack_support::free_port());
+    let prometheus = ChildGuard::spawn(
+        "prometheus",
+        Command::new(&prometheus_bin)
+            .arg(format!("--config.file={}", prom_cfg.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                prom_dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={prom}"))
+            .arg("--log.level=warn"),
+        prom_dir.join("prometheus.log"),
+    );
+    wait_until(Duration::from_secs(30), || {
+        prometheus.assert_running();
+        http_get(prom, "/-/ready").ok().filter(|(s, _)| *s == 200)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the test Prometheus never became ready\n{}",
+            prometheus.log_tail()
+        )
+    });
+    wait_until(Duration::from_secs(30), || {
+        query(prom, r#"up{job="smtp-canary"} == 1"#)
+            .ok()
+            .filter(|r| !r.is_empty())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "Prometheus never scraped the daemon (targets: {:?})\n{}",
+            http_get(prom, "/api/v1/targets").map(|r| r.1),
+            prometheus.log_tail()
+        )
+    });
+
+    // ------------------------------------------------------------------ every panel
+    let dashboard = deploy_support::dashboard();
+    let panel_queries: Vec<(String, String)> = deploy_support::panel_queries(&dashboard)
+        .into_iter()
+        .map(|q| {
+            (
+                format!("{} [{}]", q.panel, q.ref_id),
+                deploy_support::substitute(&q.expr),
+            )
+        })
+        .collect();
+    assert!(panel_queries.len() >= 30, "{} queries", panel_queries.len());
+    let started = Instant::now();
+    let outcomes = loop {
+        let outcomes = run_panel_queries(prom, &panel_queries);
+        // A query Prometheus refuses will not get better by waiting.
+        let errors: Vec<String> = panel_queries
+            .iter()
+            .zip(&outcomes)
+            .filter_map(|((name, q), o)| match o {
+                Outcome::Error(e) => Some(format!("{name}: {e}\n    {q}")),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "Prometheus refused dashboard queries:\n{}",
+            errors.join("\n")
+        );
+        if outcomes.iter().all(|o| matches!(o, Outcome::Series(_)))
+            || started.elapsed() > DATA_DEADLINE
+        {
+            break outcomes;
+        }
+        daemon.assert_running();
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    let empty: Vec<String> = panel_queries
+        .iter()
+        .zip(&outcomes)
+        .filter(|(_, o)| matches!(o, Outcome::Empty))
+        .map(|((name, q), _)| format!("{name}\n    {q}"))
+        .collect();
+    if !empty.is_empty() {
+        let names = query(
+            prom,
+            r#"count by (__name__) ({__name__=~"smtp_canary_.*"})"#,
+        )
+        .map(|r| {
+            r.iter()
+                .map(|s| s["metric"]["__name__"].as_str().unwrap_or("").to_owned())
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+        panic!(
+            "{} dashboard queries returned no series after {:?}:\n{}\n\nseries in Prometheus: {names:?}\n{}",
+            empty.len(),
+            started.elapsed(),
+            empty.join("\n"),
+            daemon.log_tail()
+        );
+    }
+    for ((name, _), o) in panel_queries.iter().zip(&outcomes) {
+        if let Outcome::Series(n) = o {
+            eprintln!("  {n:3} series  {name}");
+        }
+    }
+    eprintln!(
+        "every dashboard query returned data after {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+
+    // ------------------------------------------------------------------ variables
+    for (name, kind, q) in deploy_support::variables(&dashboard) {
+        if kind != "query" {
+            continue;
+        }
+        let (promql, label) = deploy_support::variable_promql(&q);
+        let result =
+            query(prom, &promql).unwrap_or_else(|e| panic!("variable {name}: {e}\n    {promql}"));
+        let values: BTreeSet<String> = result
+            .iter()
+            .filter_map(|s| {
+                s["metric"][label.as_deref().unwrap_or("domain")]
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .collect();
+        assert!(
+            !values.is_empty(),
+            "variable {name} finds no values: {promql}"
+        );
+        eprintln!("  variable {name}: {values:?}");
+        if name == "mailbox" {
+            for mb in ["demo-healthy", "stack-oauth", "m365-password"] {
+                assert!(
+                    values.contains(mb),
+                    "mailbox variable lacks {mb}: {values:?}"
+                );
+            }
+        }
+        if name == "domain" {
+            assert!(values.contains(stack.var("STACK_DOMAIN")), "{values:?}");
+        }
+    }
+
+    // ------------------------------------------------------------------ the metrics
+    // Every metric family the dashboard names is in the daemon's own exposition.
+    let (_, histograms) = deploy_support::defined_metrics();
+    let (_, exposition) = http_get(web, "/metrics").expect("GET /metrics");
+    let exported: BTreeSet<String> = exposition
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect();
+    for name in deploy_support::metric_names(&deploy_support::read("dashboards/smtp-canary.json")) {
+        let fam = deploy_support::family(&name, &histograms);
+        assert!(
+            exported.contains(&fam),
+            "the dashboard names {name}, which the daemon does not export"
+        );
+    }
+
+    // ------------------------------------------------------------------ alert rules
+    let alerts = deploy_support::alerts();
+    for (name, rule) in &alerts {
+        let expr = rule["expr"].as_str().unwrap();
+        query(prom, expr).unwrap_or_else(|e| panic!("alert {name}: {e}\n    {expr}"));
+    }
+    // Prometheus loaded all of them from the shipped file and evaluates them cleanly
+    // (health "ok" needs one evaluation; they run every second here).
+    let rules = wait_until(Duration::from_secs(20), || {
+        let v = api(prom, "/api/v1/rules?type=alert");
+        let rules: Vec<Value> = v["data"]["groups"]
+            .as_array()?
+            .iter()
+            .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+            .collect();
+        (rules.len() == alerts.len() && rules.iter().all(|r| r["health"] == "ok")).then_some(rules)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the rules never all evaluated healthy: {}",
+            api(prom, "/api/v1/rules?type=alert")
+        )
+    });
+    let loaded: Vec<&str> = rules.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(loaded, deploy_support::ALERTS, "rules Prometheus loaded");
+
+    // The alerts this data must fire: the demo's 5.7.139 at once, with its code; the bad
+    // client secret at its first failure; the Microsoft 365 password mailbox pending
+    // (for: 15m). The exporter is up, so ExporterDown stays silent.
+    let alert_list =
+        |v: &Value| -> Vec<Value> { v["data"]["alerts"].as_array().cloned().unwrap_or_default() };
+    let has = |list: &[Value], alert: &str, state: &str, label: &str, value: &str| {
+        list.iter().any(|a| {
+            a["labels"]["alertname"] == alert && a["state"] == state && a["labels"][label] == value
+        })
+    };
+    let list = wait_until(Duration::from_secs(30), || {
+        let list = alert_list(&api(prom, "/api/v1/alerts"));
+        (has(
+            &list,
+            "SMTPCanaryAuthPolicyBlocked",
+            "firing",
+            "code",
+            "5.7.139",
+        ) && has(
+            &list,
+            "SMTPCanaryOAuthTokenFailing",
+            "firing",
+            "reason",
+            "invalid_client",
+        ) && has(
+            &list,
+            "SMTPCanaryBasicAuthRetiring",
+            "pending",
+            "domain",
+            stack.var("STACK_DOMAIN"),
+        ))
+        .then_some(list)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the expected alerts are not active: {:#}",
+            api(prom, "/api/v1/alerts")
+        )
+    });
+    let blocked = list
+        .iter()
+        .find(|a| a["labels"]["alertname"] == "SMTPCanaryAuthPolicyBlocked")
+        .unwrap();
+    assert_eq!(
+        blocked["labels"]["mailbox"], "demo-smtp-auth-disabled",
+        "{blocked}"
+    );
+    assert_eq!(blocked["labels"]["severity"], "critical");
+    assert_eq!(
+        blocked["annotations"]["summary"],
+        "SMTP AUTH of demo-smtp-auth-disabled blocked by provider policy (5.7.139)"
+    );
+    for a in &list {
+        let name = a["labels"]["alertname"].as_str().unwrap_or("");
+        assert_ne!(name, "SMTPCanaryExporterDown", "{a}");
+        // No auth or policy alert for the mailboxes that deliver.
+        if name.starts_with("SMTPCanaryAuth") {
+            assert_eq!(a["labels"]["mailbox"], "demo-smtp-auth-disabled", "{a}");
+        }
+    }
+    eprintln!(
+        "active alerts: {:?}",
+        list.iter()
+            .map(|a| format!(
+                "{} {} {}",
+                a["labels"]["alertname"].as_str().unwrap_or(""),
+                a["state"].as_str().unwrap_or(""),
+                a["labels"]["mailbox"]
+                    .as_str()
+                    .or(a["labels"]["domain"].as_str())
+                    .unwrap_or("")
+            ))
+            .collect::<Vec<_>>()
+    );
+    daemon.assert_running();
+    prometheus.assert_running();
+}
