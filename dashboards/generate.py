@@ -509,14 +509,16 @@ and on (instance, mailbox) (max by (instance, mailbox) (smtp_canary_probe_succes
     ), 8, 8)
     L.add(timeseries(
         "Throttling rate",
-        "Throttled probes (432 4.3.2, 421 4.4.2, 454 4.7.0, ...) in the last hour, per "
-        "mailbox: the quantity SMTPCanaryThrottled alerts on at 3 (dashed line). Summed "
-        "before counting (a subquery at the evaluation interval), so the mailbox's zero "
-        "series makes the first one count.",
-        [target(f'increase((sum by (mailbox) ({FAIL}{{{MB}, class="throttled"}}))[1h:])',
+        "Throttled probes (432 4.3.2, 421 4.4.2, 454 4.7.0, ...) in the last 2 hours, per "
+        "mailbox. After a throttled probe the canary backs the mailbox off (2, 4, 8 "
+        "intervals, at most 1 h), so sustained throttling is a few probes, most of them "
+        "throttled: SMTPCanaryThrottled fires at 2 (dashed line) when they are also a "
+        "quarter of the probes run. Summed before counting (a subquery at the evaluation "
+        "interval), so the mailbox's zero series makes the first one count.",
+        [target(f'increase((sum by (mailbox) ({FAIL}{{{MB}, class="throttled"}}))[2h:])',
                 "{{mailbox}}")],
         "short",
-        th=thresholds(("green", None), ("red", 3)),
+        th=thresholds(("green", None), ("red", 2)),
     ), 8, 8)
     L.add(bargauge(
         "Canary budget remaining",
