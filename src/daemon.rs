@@ -368,6 +368,15 @@ async fn prepare(
     demo: &mut Option<Demo>,
 ) -> anyhow::Result<Config> {
     if let Some((i, n)) = flags.shard {
+        // Each domain is audited by exactly one shard too, so N instances behind one
+        // Prometheus export each domain's audit series once.
+        let domains: Vec<_> = cfg
+            .audit_domains()
+            .into_iter()
+            .filter(|d| shard_of(&d.domain, n) == i)
+            .collect();
+        cfg.dns_audit.domains = domains;
+        cfg.dns_audit.from_mailboxes = false;
         let before = cfg.mailboxes.len();
         cfg.mailboxes.retain(|m| shard_of(&m.name, n) == i);
         tracing::info!(
@@ -474,22 +483,26 @@ async fn run_inner(flags: Flags) -> anyhow::Result<ExitCode> {
 async fn reload(
     flags: &Flags,
     demo: &mut Option<Demo>,
-    prober: &Prober,
+    prober: &Arc<Prober>,
     metrics: &Metrics,
     scheduler: &mut Scheduler,
     oauth: &CredentialSources,
     audit: &crate::audit::AuditTask,
 ) -> anyhow::Result<()> {
-    let loaded = config::load(&flags.config_file).map_err(|errors| {
-        anyhow::anyhow!(
+    // Reading the config, its secret files and CA files blocks: off the async workers.
+    let path = flags.config_file.clone();
+    let loaded = match tokio::task::spawn_blocking(move || config::load(&path)).await {
+        Ok(Ok(cfg)) => Ok(cfg),
+        Ok(Err(errors)) => Err(anyhow::anyhow!(
             "{}",
             errors
                 .iter()
                 .map(ToString::to_string)
                 .collect::<Vec<_>>()
                 .join("\n")
-        )
-    });
+        )),
+        Err(e) => Err(anyhow::anyhow!("reading the config failed: {e}")),
+    };
     let prepared = match loaded {
         Ok(cfg) => prepare(cfg, flags, demo).await,
         Err(e) => Err(e),
@@ -506,13 +519,24 @@ async fn reload(
         }
     };
     // A changed CA file must be read again; configs in use stay valid (they are Arcs).
-    prober.tls().clear();
-    for mb in &cfg.mailboxes {
-        if let Err(e) = prober.tls().client_config(mb.tls.ca_file.as_deref()) {
-            metrics.config_loaded(false);
-            tracing::error!(mailbox = %mb.name, error = %e, "reload failed; the previous config stays active");
-            return Err(anyhow::anyhow!("mailbox {}: {e}", mb.name));
-        }
+    let ca_files: Vec<Option<PathBuf>> = cfg
+        .mailboxes
+        .iter()
+        .map(|m| m.tls.ca_file.clone())
+        .collect();
+    let p = prober.clone();
+    let rebuilt =
+        tokio::task::spawn_blocking(move || p.tls().rebuild(ca_files.iter().map(|c| c.as_deref())))
+            .await
+            .map_err(|e| anyhow::anyhow!("reading CA files failed: {e}"))
+            .and_then(|r| r.map_err(anyhow::Error::from));
+    if let Err(e) = rebuilt {
+        metrics.config_loaded(false);
+        tracing::error!(
+            error = format!("{e:#}"),
+            "reload failed; the previous config stays active"
+        );
+        return Err(e);
     }
     scheduler.apply(&cfg.mailboxes, &credentials(&cfg, oauth));
     audit.update(&cfg);

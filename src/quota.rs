@@ -270,7 +270,9 @@ impl Ledger {
                 .saturating_mul(1u32 << self.strikes.min(16))
                 .min(cap),
         };
-        self.paused_until = Some(now + pause.as_secs());
+        // `now` is whole seconds, rounded down: round the end up so the pause is never
+        // shorter than promised.
+        self.paused_until = Some(now + pause.as_secs() + 1);
         self.pause_reason = Some("backoff".to_owned());
         Some(pause)
     }

@@ -355,3 +355,73 @@ fn shards_partition_ten_thousand_names_exactly() {
     // Stable across releases: a fixed name always lands in the same shard.
     assert_eq!(shard_of("invoices-m365", 4), shard_of("invoices-m365", 4));
 }
+
+/// A stuck server (silent greeting, long timeout) never delays another mailbox: the
+/// healthy one keeps probing on its own schedule meanwhile.
+#[test]
+fn a_stuck_server_never_delays_another_mailbox() {
+    let stuck = fixture(Script::new().on(Stage::Greeting, Action::Silent));
+    let healthy = fixture(Script::new());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let metrics = Arc::new(Metrics::new());
+    rt.block_on(async {
+        let prober = Arc::new(
+            Prober::new(ProberOptions {
+                dns_server: Some("127.0.0.1:9".parse().unwrap()),
+                helo_name: "probe.test".into(),
+            })
+            .unwrap(),
+        );
+        let shared = Arc::new(Shared::new(
+            prober,
+            metrics.clone(),
+            Arc::new(Board::new()),
+            None,
+        ));
+        let mut s = Scheduler::new(shared, Start::Immediate);
+        let mut slow = (*lib_mailbox(
+            "stuck",
+            stuck.server.local_addr().port(),
+            &stuck.ca,
+            Duration::from_secs(60),
+        ))
+        .clone();
+        slow.timeout = Duration::from_secs(30);
+        let fast = lib_mailbox(
+            "healthy",
+            healthy.server.local_addr().port(),
+            &healthy.ca,
+            Duration::from_secs(1),
+        );
+        let creds = [&slow.name, &fast.name]
+            .iter()
+            .map(|n| {
+                let auth = AuthConfig::Password {
+                    username: "u@example.com".into(),
+                    password: Secret::new(PW),
+                };
+                (
+                    (*n).clone(),
+                    CredentialSource::Static(Credentials::from_config(&auth)),
+                )
+            })
+            .collect();
+        s.apply(&[Arc::new(slow), fast], &creds);
+        tokio::time::sleep(Duration::from_millis(2600)).await;
+        // Don't wait 30 s for the stuck probe: the runtime drops it with the test.
+    });
+    assert!(
+        healthy.server.message_count() >= 3,
+        "healthy mailbox delayed: {}",
+        healthy.server.message_count()
+    );
+    assert_eq!(stuck.server.message_count(), 0);
+    let body = metrics.render();
+    assert_eq!(
+        metric_value(
+            &body,
+            "smtp_canary_probes_skipped_total{mailbox=\"healthy\",reason=\"concurrency\"}"
+        ),
+        Some(0.0)
+    );
+}

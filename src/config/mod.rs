@@ -53,7 +53,7 @@ impl Config {
     /// domains of the mailboxes with their provider's DKIM selectors. `demo` mailboxes
     /// are skipped there: their relay is in-process, nothing of it is in DNS.
     pub fn audit_domains(&self) -> Vec<AuditDomain> {
-        if !self.dns_audit.domains.is_empty() {
+        if !self.dns_audit.from_mailboxes {
             return self.dns_audit.domains.clone();
         }
         let mut out: Vec<AuditDomain> = Vec::new();
@@ -220,8 +220,11 @@ impl Mailbox {
 #[derive(Debug, Clone, PartialEq)]
 pub struct DnsAudit {
     pub interval: Duration,
-    /// Explicit domains; empty means "every distinct `from` domain".
+    /// Explicit domains (used when `from_mailboxes` is false).
     pub domains: Vec<AuditDomain>,
+    /// True when no `dns_audit.domains` are configured: audit every distinct `from`
+    /// domain instead. A sharded daemon turns it off and lists its share of the domains.
+    pub from_mailboxes: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

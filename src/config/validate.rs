@@ -976,7 +976,12 @@ fn dns_audit(
     if ctx.diag.errors.len() > errors_before {
         return None;
     }
-    Some(DnsAudit { interval, domains })
+    let from_mailboxes = domains.is_empty();
+    Some(DnsAudit {
+        interval,
+        domains,
+        from_mailboxes,
+    })
 }
 
 fn audit_domain(

@@ -83,9 +83,20 @@ impl TlsTrust {
         Ok(cfg)
     }
 
-    /// Forgets cached configs (on reload, so a changed CA file is read again).
-    pub fn clear(&self) {
-        self.lock().clear();
+    /// Re-reads every CA file in `ca_files` into a fresh cache and swaps it in at once
+    /// (on reload, so a changed CA file takes effect). On error the old cache stays.
+    /// Blocking: reads files.
+    pub fn rebuild<'a>(
+        &self,
+        ca_files: impl IntoIterator<Item = Option<&'a Path>>,
+    ) -> Result<(), TlsSetupError> {
+        let fresh = TlsTrust::new();
+        for ca in ca_files {
+            fresh.client_config(ca)?;
+        }
+        let map = std::mem::take(&mut *fresh.lock());
+        *self.lock() = map;
+        Ok(())
     }
 
     fn lock(
