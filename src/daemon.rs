@@ -391,11 +391,16 @@ async fn prepare(
 }
 
 async fn run_inner(flags: Flags) -> anyhow::Result<ExitCode> {
-    if flags.web_config_file.is_some() {
-        anyhow::bail!(
-            "--web.config.file is not supported yet; put a TLS-terminating proxy in front of the listener"
-        );
-    }
+    let web_config = match &flags.web_config_file {
+        None => None,
+        Some(path) => match web::config::load(path) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("--web.config.file {e}");
+                return Ok(ExitCode::from(EXIT_CONFIG));
+            }
+        },
+    };
     let metrics = Arc::new(Metrics::new());
     let mut demo = None;
     let cfg = match config::load(&flags.config_file) {
@@ -413,18 +418,23 @@ async fn run_inner(flags: Flags) -> anyhow::Result<ExitCode> {
     basic_auth_readiness(&cfg, &metrics, true);
     let board = Arc::new(Board::new());
     let (reload_tx, mut reload_rx) = mpsc::channel(4);
-    let state = Arc::new(WebState::new(
-        metrics.clone(),
-        board.clone(),
-        Some(reload_tx),
-    ));
+    let mut web_state = WebState::new(metrics.clone(), board.clone(), Some(reload_tx));
+    web_state.auth = web_config.as_ref().and_then(|c| c.auth.clone());
+    let state = Arc::new(web_state);
+    let tls = web_config.and_then(|c| c.tls);
     let listener = web::bind(&flags.listen)
         .await
         .with_context(|| format!("listening on {}", flags.listen))?;
-    tracing::info!(address = %flags.listen, mailboxes = cfg.mailboxes.len(), "smtp-canary started");
+    tracing::info!(
+        address = %flags.listen,
+        https = tls.is_some(),
+        basic_auth = state.auth.is_some(),
+        mailboxes = cfg.mailboxes.len(),
+        "smtp-canary started"
+    );
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let web_task = tokio::spawn(web::serve(listener, state.clone(), stop_rx.clone()));
+    let web_task = tokio::spawn(web::serve(listener, state.clone(), tls, stop_rx.clone()));
     let shared = Arc::new(Shared::new(
         prober.clone(),
         metrics.clone(),

@@ -402,3 +402,109 @@ fn secrets_never_appear_in_any_output() {
             .any(|s| s.user.as_deref() == Some(user))
     );
 }
+
+/// `--web.config.file` in the exporter-toolkit format: HTTPS with the configured
+/// certificate, and basic auth on every endpoint (bcrypt hashes); a bad file exits 2.
+#[test]
+fn web_config_file_serves_https_with_basic_auth() {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD as B64;
+    use rustls::pki_types::{PrivateKeyDer, ServerName};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::generate(&["localhost", "127.0.0.1"]).unwrap();
+    let pem = |label: &str, der: &[u8]| {
+        format!(
+            "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+            B64.encode(der)
+        )
+    };
+    std::fs::write(
+        dir.path().join("tls.crt"),
+        pem("CERTIFICATE", pki.chain()[0].as_ref()),
+    )
+    .unwrap();
+    let PrivateKeyDer::Pkcs8(key) = pki.key() else {
+        panic!("PKCS#8")
+    };
+    std::fs::write(
+        dir.path().join("tls.key"),
+        pem("PRIVATE KEY", key.secret_pkcs8_der()),
+    )
+    .unwrap();
+    let hash = bcrypt::hash("scrape-pw", 4).unwrap();
+    let web = dir.path().join("web.yml");
+    std::fs::write(
+        &web,
+        format!("tls_server_config:\n  cert_file: tls.crt\n  key_file: tls.key\nbasic_auth_users:\n  prometheus: '{hash}'\n"),
+    )
+    .unwrap();
+
+    let mut d = Daemon::start(
+        &repo().join("config.yaml"),
+        dir.path(),
+        &["--web.config.file", web.to_str().unwrap()],
+        &[],
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let get = |auth: Option<&str>| -> Option<String> {
+        rt.block_on(async {
+            let connector = tokio_rustls::TlsConnector::from(pki.client_config().ok()?);
+            let tcp = tokio::net::TcpStream::connect(&d.addr).await.ok()?;
+            let mut tls = connector
+                .connect(ServerName::try_from("127.0.0.1").ok()?, tcp)
+                .await
+                .ok()?;
+            let auth = auth
+                .map(|a| format!("Authorization: Basic {}\r\n", B64.encode(a)))
+                .unwrap_or_default();
+            tls.write_all(format!("GET /metrics HTTP/1.0\r\nHost: x\r\n{auth}\r\n").as_bytes())
+                .await
+                .ok()?;
+            let mut buf = Vec::new();
+            let _ = tls.read_to_end(&mut buf).await;
+            Some(String::from_utf8_lossy(&buf).into_owned())
+        })
+    };
+    let start = Instant::now();
+    let ok = loop {
+        if let Some(r) = get(Some("prometheus:scrape-pw")) {
+            break r;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no HTTPS: {}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        ok.starts_with("HTTP/1.0 200") || ok.starts_with("HTTP/1.1 200"),
+        "{ok}"
+    );
+    assert!(ok.contains("smtp_canary_build_info"));
+    let denied = get(None).expect("response");
+    assert!(
+        denied.contains(" 401 ")
+            && denied
+                .to_ascii_lowercase()
+                .contains("www-authenticate: basic"),
+        "{denied}"
+    );
+    let wrong = get(Some("prometheus:nope")).expect("response");
+    assert!(wrong.contains(" 401 "), "{wrong}");
+    // Plain HTTP on the TLS port gets nothing useful.
+    assert!(d.get("/metrics").is_none_or(|(code, _)| code != 200));
+    assert!(d.terminate().0.success());
+
+    let bad = dir.path().join("bad.yml");
+    std::fs::write(&bad, "basic_auth_users:\n  prometheus: plaintext-pw\n").unwrap();
+    let out = run(&["--web.config.file", bad.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not a bcrypt hash") && !err.contains("plaintext-pw"),
+        "{err}"
+    );
+}

@@ -3,6 +3,7 @@
 //! transcript of its last failure. Nothing served here can contain a secret: results
 //! carry only redacted transcripts and hints built from tables.
 
+pub mod config;
 mod status;
 
 use std::convert::Infallible;
@@ -32,6 +33,8 @@ pub struct WebState {
     /// Config loaded and scheduler running.
     pub ready: AtomicBool,
     pub reload: Option<mpsc::Sender<ReloadRequest>>,
+    /// Basic-auth users from `--web.config.file`; every endpoint requires them.
+    pub auth: Option<Arc<config::BasicAuth>>,
 }
 
 impl WebState {
@@ -45,6 +48,7 @@ impl WebState {
             board,
             ready: AtomicBool::new(false),
             reload,
+            auth: None,
         }
     }
 }
@@ -58,6 +62,7 @@ pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
 pub async fn serve(
     listener: TcpListener,
     state: Arc<WebState>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -73,16 +78,38 @@ pub async fn serve(
             _ = crate::scheduler::stopped(&mut shutdown) => return,
         };
         let state = state.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| handle(req, state.clone(), peer));
-            let conn = http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(std::time::Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), svc);
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, %peer, "HTTP connection error");
+            match tls {
+                None => serve_connection(stream, state, peer).await,
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+                    match handshake {
+                        Ok(Ok(s)) => serve_connection(s, state, peer).await,
+                        Ok(Err(e)) => tracing::debug!(error = %e, %peer, "HTTPS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "HTTPS handshake timed out"),
+                    }
+                }
             }
         });
+    }
+}
+
+/// A client that connects and never finishes its TLS handshake is dropped after this.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn serve_connection<I>(io: I, state: Arc<WebState>, peer: SocketAddr)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req| handle(req, state.clone(), peer));
+    let conn = http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(std::time::Duration::from_secs(10))
+        .serve_connection(TokioIo::new(io), svc);
+    if let Err(e) = conn.await {
+        tracing::debug!(error = %e, %peer, "HTTP connection error");
     }
 }
 
@@ -106,6 +133,25 @@ async fn handle(
     _peer: SocketAddr,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     const PLAIN: &str = "text/plain; charset=utf-8";
+    if let Some(auth) = state.auth.clone() {
+        let header = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        // bcrypt is deliberately slow: off the async workers.
+        let ok = tokio::task::spawn_blocking(move || auth.check(header.as_deref()))
+            .await
+            .unwrap_or(false);
+        if !ok {
+            let mut r = text(StatusCode::UNAUTHORIZED, PLAIN, "Unauthorized.\n");
+            r.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                hyper::header::HeaderValue::from_static("Basic realm=\"smtp-canary\""),
+            );
+            return Ok(r);
+        }
+    }
     let resp = match (req.method(), req.uri().path()) {
         (&Method::GET | &Method::HEAD, "/metrics") => {
             // Rendering 10,000 mailboxes' series takes about a second of CPU: off the

@@ -1,0 +1,354 @@
+//! `--web.config.file`: TLS and basic auth for the HTTP endpoints, in the Prometheus
+//! exporter-toolkit format, so the same file works for node_exporter and for us:
+//!
+//! ```yaml
+//! tls_server_config:
+//!   cert_file: /etc/smtp-canary/tls.crt
+//!   key_file: /etc/smtp-canary/tls.key
+//!   client_auth_type: RequireAndVerifyClientCert   # optional; default NoClientCert
+//!   client_ca_file: /etc/smtp-canary/clients.pem  # required with client auth
+//!   min_version: TLS12                             # optional: TLS12 (default) | TLS13
+//! basic_auth_users:
+//!   prometheus: $2y$10$...                         # bcrypt hash (htpasswd -nBC 10)
+//! ```
+//!
+//! Keys the toolkit has and we don't support are refused by name rather than ignored:
+//! a security setting that silently does nothing is worse than an error.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebConfigError {
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWebConfig {
+    #[serde(default)]
+    tls_server_config: Option<RawTls>,
+    #[serde(default)]
+    basic_auth_users: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert_file: String,
+    key_file: String,
+    #[serde(default)]
+    client_auth_type: Option<String>,
+    #[serde(default)]
+    client_ca_file: Option<String>,
+    #[serde(default)]
+    min_version: Option<String>,
+}
+
+/// The loaded web config: a TLS acceptor (if any) and the basic-auth users (if any).
+#[derive(Clone)]
+pub struct WebConfig {
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub auth: Option<Arc<BasicAuth>>,
+}
+
+impl std::fmt::Debug for WebConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebConfig")
+            .field("tls", &self.tls.is_some())
+            .field("basic_auth", &self.auth.is_some())
+            .finish()
+    }
+}
+
+/// Basic-auth users with their bcrypt hashes. bcrypt is slow on purpose (tens of ms), so
+/// a verified user/password pair is remembered by its SHA-256, never in clear.
+pub struct BasicAuth {
+    users: BTreeMap<String, String>,
+    verified: Mutex<HashSet<[u8; 32]>>,
+}
+
+impl BasicAuth {
+    /// Checks an `Authorization` header value. Blocking (bcrypt): call it off the async
+    /// workers.
+    pub fn check(&self, header: Option<&str>) -> bool {
+        let Some(creds) = header
+            .and_then(|h| h.strip_prefix("Basic "))
+            .and_then(|b| B64.decode(b.trim()).ok())
+            .and_then(|b| String::from_utf8(b).ok())
+        else {
+            return false;
+        };
+        let Some((user, password)) = creds.split_once(':') else {
+            return false;
+        };
+        let Some(hash) = self.users.get(user) else {
+            return false;
+        };
+        let key = digest(user, password, hash);
+        if self.lock().contains(&key) {
+            return true;
+        }
+        let ok = bcrypt::verify(password, hash).unwrap_or(false);
+        if ok {
+            self.lock().insert(key);
+        }
+        ok
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<[u8; 32]>> {
+        self.verified.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn digest(user: &str, password: &str, hash: &str) -> [u8; 32] {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for part in [user, "\0", password, "\0", hash] {
+        ctx.update(part.as_bytes());
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
+/// Reads and checks the file (blocking; call at start).
+pub fn load(path: &Path) -> Result<WebConfig, WebConfigError> {
+    let err = |message: String| WebConfigError::Invalid {
+        path: path.display().to_string(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    let raw: RawWebConfig = serde_saphyr::from_str(&text).map_err(|e| {
+        let at = e
+            .location()
+            .map(|l| format!("line {} column {}: ", l.line(), l.column()))
+            .unwrap_or_default();
+        err(format!(
+            "{at}{e} (supported keys: tls_server_config.{{cert_file, key_file, client_auth_type, client_ca_file, min_version}}, basic_auth_users)"
+        ))
+    })?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let resolve = |p: &str| {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            dir.join(p)
+        }
+    };
+
+    let tls = match raw.tls_server_config {
+        None => None,
+        Some(t) => {
+            let cert_path = resolve(&t.cert_file);
+            let key_path = resolve(&t.key_file);
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_path)
+                .and_then(|it| it.collect::<Result<_, _>>())
+                .map_err(|e| {
+                    err(format!(
+                        "tls_server_config.cert_file {}: {e}",
+                        cert_path.display()
+                    ))
+                })?;
+            if certs.is_empty() {
+                return Err(err(format!(
+                    "tls_server_config.cert_file {}: no certificate in it",
+                    cert_path.display()
+                )));
+            }
+            let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| {
+                err(format!(
+                    "tls_server_config.key_file {}: {e}",
+                    key_path.display()
+                ))
+            })?;
+            let versions: &[&rustls::SupportedProtocolVersion] = match t.min_version.as_deref() {
+                None | Some("TLS12") => &[&rustls::version::TLS13, &rustls::version::TLS12],
+                Some("TLS13") => &[&rustls::version::TLS13],
+                Some(v) => {
+                    return Err(err(format!(
+                        "tls_server_config.min_version {v:?}: supported are TLS12 and TLS13"
+                    )));
+                }
+            };
+            let builder = rustls::ServerConfig::builder_with_provider(crate::probe::provider())
+                .with_protocol_versions(versions)
+                .map_err(|e| err(format!("TLS: {e}")))?;
+            let builder = match t.client_auth_type.as_deref() {
+                None | Some("NoClientCert") => builder.with_no_client_auth(),
+                Some("RequireAndVerifyClientCert") => {
+                    let ca = t.client_ca_file.as_deref().ok_or_else(|| {
+                        err("tls_server_config.client_ca_file is required with RequireAndVerifyClientCert".into())
+                    })?;
+                    let ca_path = resolve(ca);
+                    let mut roots = rustls::RootCertStore::empty();
+                    for c in CertificateDer::pem_file_iter(&ca_path).map_err(|e| {
+                        err(format!(
+                            "tls_server_config.client_ca_file {}: {e}",
+                            ca_path.display()
+                        ))
+                    })? {
+                        let c = c.map_err(|e| {
+                            err(format!(
+                                "tls_server_config.client_ca_file {}: {e}",
+                                ca_path.display()
+                            ))
+                        })?;
+                        roots
+                            .add(c)
+                            .map_err(|e| err(format!("tls_server_config.client_ca_file: {e}")))?;
+                    }
+                    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                        Arc::new(roots),
+                        crate::probe::provider(),
+                    )
+                    .build()
+                    .map_err(|e| err(format!("tls_server_config.client_ca_file: {e}")))?;
+                    builder.with_client_cert_verifier(verifier)
+                }
+                Some(other) => {
+                    return Err(err(format!(
+                        "tls_server_config.client_auth_type {other:?}: supported are NoClientCert and RequireAndVerifyClientCert"
+                    )));
+                }
+            };
+            let cfg = builder.with_single_cert(certs, key).map_err(|e| {
+                err(format!(
+                    "tls_server_config: certificate and key do not match: {e}"
+                ))
+            })?;
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+        }
+    };
+
+    let auth = match raw.basic_auth_users {
+        None => None,
+        Some(users) if users.is_empty() => None,
+        Some(users) => {
+            for (user, hash) in &users {
+                if user.contains(':') {
+                    return Err(err(format!("basic_auth_users: user {user:?} contains ':'")));
+                }
+                // Catch a clear-text password pasted in place of a hash, without echoing it.
+                if !(hash.starts_with("$2a$")
+                    || hash.starts_with("$2b$")
+                    || hash.starts_with("$2y$"))
+                {
+                    return Err(err(format!(
+                        "basic_auth_users.{user}: not a bcrypt hash (make one with `htpasswd -nBC 10 {user}`)"
+                    )));
+                }
+            }
+            Some(Arc::new(BasicAuth {
+                users,
+                verified: Mutex::new(HashSet::new()),
+            }))
+        }
+    };
+    Ok(WebConfig { tls, auth })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn basic_auth_checks_bcrypt_and_caches() {
+        let dir = tempfile::tempdir().unwrap();
+        let hash = bcrypt::hash("s3cret", 4).unwrap();
+        let p = write(
+            dir.path(),
+            "web.yml",
+            &format!("basic_auth_users:\n  prom: '{hash}'\n"),
+        );
+        let cfg = load(&p).unwrap();
+        let auth = cfg.auth.unwrap();
+        let header = |u: &str, p: &str| format!("Basic {}", B64.encode(format!("{u}:{p}")));
+        assert!(auth.check(Some(&header("prom", "s3cret"))));
+        assert!(auth.check(Some(&header("prom", "s3cret"))), "cached path");
+        assert!(!auth.check(Some(&header("prom", "wrong"))));
+        assert!(!auth.check(Some(&header("other", "s3cret"))));
+        assert!(!auth.check(Some("Bearer x")));
+        assert!(!auth.check(None));
+        assert!(cfg.tls.is_none());
+    }
+
+    #[test]
+    fn refuses_unknown_keys_and_clear_passwords() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            "web.yml",
+            "http_server_config:\n  http2: true\n",
+        );
+        let e = load(&p).unwrap_err().to_string();
+        assert!(e.contains("http_server_config"), "{e}");
+        let p = write(
+            dir.path(),
+            "web2.yml",
+            "basic_auth_users:\n  prom: hunter2\n",
+        );
+        let e = load(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("not a bcrypt hash") && !e.contains("hunter2"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn tls_from_cert_and_key_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = crate::demo::Pki::generate(&["localhost"]).unwrap();
+        let leaf = pki.leaf();
+        let cert_pem: String = leaf
+            .chain()
+            .iter()
+            .map(|c| {
+                format!(
+                    "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+                    B64.encode(c.as_ref())
+                )
+            })
+            .collect();
+        write(dir.path(), "tls.crt", &cert_pem);
+        let key = match leaf.key() {
+            PrivateKeyDer::Pkcs8(k) => k.secret_pkcs8_der().to_vec(),
+            _ => panic!("rcgen makes PKCS#8 keys"),
+        };
+        write(
+            dir.path(),
+            "tls.key",
+            &format!(
+                "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+                B64.encode(key)
+            ),
+        );
+        let p = write(
+            dir.path(),
+            "web.yml",
+            "tls_server_config:\n  cert_file: tls.crt\n  key_file: tls.key\n  min_version: TLS13\n",
+        );
+        let cfg = load(&p).unwrap();
+        assert!(cfg.tls.is_some());
+        let p = write(
+            dir.path(),
+            "bad.yml",
+            "tls_server_config:\n  cert_file: nope.crt\n  key_file: tls.key\n",
+        );
+        assert!(load(&p).unwrap_err().to_string().contains("nope.crt"));
+    }
+}
