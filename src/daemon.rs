@@ -482,6 +482,8 @@ async fn run_inner(flags: Flags) -> anyhow::Result<ExitCode> {
     state.ready.store(false, Ordering::Relaxed);
     let _ = stop_tx.send(true);
     scheduler.shutdown().await;
+    // A token request still running may have rotated the refresh token: let it store it.
+    oauth.drain(std::time::Duration::from_secs(20)).await;
     audit.join().await;
     let _ = web_task.await;
     tracing::info!("all probes finished; bye");

@@ -59,6 +59,10 @@ pub struct CacheOptions {
     pub metrics: Option<Arc<Metrics>>,
     pub backoff_base: Duration,
     pub backoff_cap: Duration,
+    /// Every token request holds a read lock on this; a shutdown takes the write lock to
+    /// wait for them, so a refresh token the endpoint just rotated is stored before the
+    /// process exits (the old one may already be revoked).
+    pub in_flight: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl Default for CacheOptions {
@@ -68,6 +72,7 @@ impl Default for CacheOptions {
             metrics: None,
             backoff_base: BACKOFF_BASE,
             backoff_cap: BACKOFF_CAP,
+            in_flight: Arc::new(tokio::sync::RwLock::new(())),
         }
     }
 }
@@ -100,6 +105,7 @@ struct Inner {
     metrics: Option<Arc<Metrics>>,
     backoff_base: Duration,
     backoff_cap: Duration,
+    in_flight: Arc<tokio::sync::RwLock<()>>,
     state: Mutex<State>,
 }
 
@@ -156,6 +162,7 @@ impl TokenCache {
                 metrics: opts.metrics.clone(),
                 backoff_base: opts.backoff_base,
                 backoff_cap: opts.backoff_cap,
+                in_flight: opts.in_flight.clone(),
                 state: Mutex::new(State {
                     token: None,
                     refresh_token: oauth.refresh_token.clone(),
@@ -231,9 +238,19 @@ impl Inner {
                             ),
                         });
                     }
+                    let Ok(guard) = self.in_flight.clone().try_read_owned() else {
+                        return Err(TokenError {
+                            reason: "network".into(),
+                            description: "shutting down; no new token request".into(),
+                        });
+                    };
                     let (tx, rx) = watch::channel(None);
                     st.in_flight = Some(rx.clone());
-                    tokio::spawn(self.clone().fetch(tx));
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        me.fetch(tx).await;
+                        drop(guard);
+                    });
                     rx
                 }
             }

@@ -148,6 +148,17 @@ struct KeptCache {
 }
 
 impl CredentialSources {
+    /// Waits (at most `limit`) for token requests in flight to finish and store what
+    /// they got; new ones are refused from now on. Call at shutdown.
+    pub async fn drain(&self, limit: std::time::Duration) {
+        if tokio::time::timeout(limit, self.opts.in_flight.write())
+            .await
+            .is_err()
+        {
+            tracing::warn!("a token request was still running at shutdown");
+        }
+    }
+
     pub fn new(client: TokenClient, opts: CacheOptions) -> CredentialSources {
         CredentialSources {
             client,

@@ -326,7 +326,11 @@ async fn handle(
                 "ext_expires_in": *st.lifetime.lock().unwrap(),
                 "access_token": token,
             });
-            if st.rotate.load(Ordering::SeqCst) {
+            // Only a refresh_token grant gets a new refresh token (as with real
+            // endpoints); client_credentials answers never carry one.
+            if st.rotate.load(Ordering::SeqCst)
+                && form.get("grant_type").map(String::as_str) == Some("refresh_token")
+            {
                 let rt = format!("rt-rotated-{n}-{:016x}", rand::random::<u64>());
                 st.refresh_issued.lock().unwrap().push(rt.clone());
                 answer["refresh_token"] = serde_json::Value::String(rt);
