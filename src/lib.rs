@@ -5,12 +5,15 @@
 //! - [`config`]: the YAML schema, validation, provider presets and secrets;
 //! - [`probe`]: the timed SMTP session, its TLS, DNS and transcript;
 //! - [`classify`]: maps server replies to the fixed failure classes and hints;
-//! - [`auth`]: SASL mechanisms and the credentials they carry;
+//! - [`auth`]: SASL mechanisms, credentials, OAuth 2.0 token sources and their cache;
+//! - [`quota`]: the canary's own sends in rolling windows, its budget and back-off;
+//! - [`state`]: durable per-mailbox state in `--state.dir`, written atomically;
 //! - [`metrics`]: every metric this exporter defines;
-//! - [`scheduler`]: one task per mailbox, jittered, never overlapping;
-//! - [`web`]: the HTTP side (`/metrics`, health, status page);
+//! - [`scheduler`]: one task per mailbox, jittered, never overlapping; reload;
+//! - [`web`]: the HTTP side (`/metrics`, health, reload, status page, web config);
 //! - [`demo`]: the in-process loopback relay behind `provider: demo`;
-//! - [`audit`]: the DNS audit of sender domains (SPF, DKIM, DMARC, MX).
+//! - [`audit`]: the DNS audit of sender domains (SPF, DKIM, DMARC, MX);
+//! - [`daemon`] and [`logging`]: the command-line edge: wiring, signals, exit codes, logs.
 
 pub mod audit;
 pub mod auth;

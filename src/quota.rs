@@ -153,7 +153,11 @@ pub fn implied_per_day(interval: Duration) -> u32 {
 impl Ledger {
     /// Drops sends older than a day.
     pub fn prune(&mut self, now: u64) {
-        while self.sends.front().is_some_and(|s| s.at + DAY <= now) {
+        while self
+            .sends
+            .front()
+            .is_some_and(|s| s.at.saturating_add(DAY) <= now)
+        {
             self.sends.pop_front();
         }
         if self.paused_until.is_some_and(|t| t <= now) {

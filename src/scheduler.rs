@@ -121,6 +121,9 @@ pub struct Shared {
     pub store: Option<StateStore>,
     /// Each mailbox's ledger, by name; kept across reloads.
     pub ledgers: Mutex<HashMap<String, Arc<Mutex<Ledger>>>>,
+    /// The mailboxes of the config in force: a removed mailbox's clean-up skips a name
+    /// that a later reload brought back.
+    active: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Shared {
@@ -136,6 +139,7 @@ impl Shared {
             board,
             store,
             ledgers: Mutex::new(HashMap::new()),
+            active: Mutex::new(std::collections::HashSet::new()),
         }
     }
 
@@ -225,6 +229,8 @@ struct Running {
 pub struct Scheduler {
     shared: Arc<Shared>,
     running: HashMap<String, Running>,
+    /// Removed mailboxes whose last probe may still run, with their clean-up task.
+    draining: HashMap<String, JoinHandle<()>>,
     start: Start,
 }
 
@@ -233,6 +239,7 @@ impl Scheduler {
         Scheduler {
             shared,
             running: HashMap::new(),
+            draining: HashMap::new(),
             start,
         }
     }
@@ -255,17 +262,24 @@ impl Scheduler {
             .filter(|n| !wanted.contains_key(n.as_str()))
             .cloned()
             .collect();
+        *lock(&self.shared.active) = wanted.keys().map(|n| (*n).to_owned()).collect();
+        self.draining.retain(|_, h| !h.is_finished());
         for name in removed {
             if let Some(r) = self.running.remove(&name) {
                 let _ = r.stop.send(true);
                 let shared = self.shared.clone();
-                // Delete the series only after the last probe recorded its result.
-                tokio::spawn(async move {
+                let n = name.clone();
+                // Delete the series only after the last probe recorded its result, and
+                // not at all if a later reload brought the mailbox back meanwhile.
+                let cleanup = tokio::spawn(async move {
                     let _ = r.handle.await;
-                    shared.metrics.remove_mailbox(&name);
-                    lock(&shared.ledgers).remove(&name);
-                    tracing::info!(mailbox = %name, "mailbox removed");
+                    if !lock(&shared.active).contains(&n) {
+                        shared.metrics.remove_mailbox(&n);
+                        lock(&shared.ledgers).remove(&n);
+                        tracing::info!(mailbox = %n, "mailbox removed");
+                    }
                 });
+                self.draining.insert(name, cleanup);
             }
         }
 
@@ -280,7 +294,8 @@ impl Scheduler {
                     tracing::info!(mailbox = %mb.name, "mailbox changed; restarting its schedule");
                     Some(r.handle)
                 }
-                None => None,
+                // Back after a removal: wait for the old task's last probe too.
+                None => self.draining.remove(&mb.name),
             };
             let template = match Template::new(
                 &mb.name,
@@ -327,8 +342,13 @@ impl Scheduler {
         for r in self.running.values() {
             let _ = r.stop.send(true);
         }
-        for (name, r) in self.running {
-            if let Err(e) = r.handle.await {
+        for (name, handle) in self
+            .running
+            .into_iter()
+            .map(|(n, r)| (n, r.handle))
+            .chain(self.draining)
+        {
+            if let Err(e) = handle.await {
                 tracing::error!(mailbox = %name, error = %e, "a mailbox task ended abnormally");
             }
         }
@@ -415,11 +435,15 @@ impl MailboxTask {
         }
         let mut due = Instant::now() + first;
         loop {
-            tokio::select! {
-                _ = tokio::time::sleep_until(due) => {}
-                _ = stopped(&mut self.stop) => break,
-            }
-            if *self.stop.borrow() {
+            let stop = tokio::select! {
+                _ = tokio::time::sleep_until(due) => false,
+                _ = stopped(&mut self.stop) => true,
+            };
+            if stop || *self.stop.borrow() {
+                // A slot that fell due as we stopped is a probe not run.
+                if Instant::now() >= due {
+                    self.shared.metrics.skipped(&name, SkipReason::Shutdown);
+                }
                 break;
             }
             self.shared.metrics.observe_lateness(due.elapsed());

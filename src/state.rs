@@ -106,22 +106,11 @@ impl StateStore {
     /// Writes a ledger atomically (blocking).
     pub fn save_blocking(&self, mailbox: &str, ledger: &Ledger) -> Result<(), StateError> {
         let path = self.path(mailbox);
-        let tmp = path.with_extension("json.tmp");
-        let werr = |source| StateError::Write {
+        let data = serde_json::to_vec(ledger)?;
+        write_atomic(&path, &data).map_err(|source| StateError::Write {
             path: path.display().to_string(),
             source,
-        };
-        let data = serde_json::to_vec(ledger)?;
-        let mut f = std::fs::File::create(&tmp).map_err(werr)?;
-        f.write_all(&data).map_err(werr)?;
-        f.sync_all().map_err(werr)?;
-        drop(f);
-        std::fs::rename(&tmp, &path).map_err(werr)?;
-        // The rename is durable only once the directory entry is.
-        if let Ok(d) = std::fs::File::open(&self.dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
+        })
     }
 
     /// Writes a ledger atomically off the async runtime.
@@ -132,6 +121,41 @@ impl StateStore {
             .await
             .map_err(|e| StateError::Join(e.to_string()))?
     }
+}
+
+/// Replaces `path` atomically with `bytes`: a uniquely named temp file (mode 0600, never
+/// shared by two writers), fsync, rename, fsync of the directory. A crash leaves the old
+/// file or the new one, never a torn one. Blocking. Used for every file in the state
+/// directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("state");
+    let tmp = dir.join(format!(
+        ".{name}.{}.{:08x}.tmp",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        // The rename is durable only once the directory entry is.
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 #[cfg(test)]

@@ -136,7 +136,7 @@ impl TokenCache {
         opts: &CacheOptions,
     ) -> Result<TokenCache, CacheSetupError> {
         let url = reqwest::Url::parse(&oauth.token_url)
-            .map_err(|_| CacheSetupError::BadUrl(oauth.token_url.clone()))?;
+            .map_err(|_| CacheSetupError::BadUrl(super::display_token_url(&oauth.token_url)))?;
         let store = match (&opts.state_dir, oauth.grant, &oauth.refresh_token) {
             (Some(dir), Grant::RefreshToken, Some(rt)) => Some(RefreshStore::new(
                 dir,

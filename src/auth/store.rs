@@ -8,7 +8,6 @@
 //! When an operator configures a new refresh token, the fingerprint no longer matches
 //! and the stored one is ignored: the config is newer than the file.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::config::Secret;
@@ -136,42 +135,10 @@ impl RefreshStore {
 /// temp file (0600, never pre-existing) + write + fsync + rename + fsync(dir): after a
 /// crash the file is either the old token or the new one, never half of one.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    let io = |p: &Path, source| StoreError::Io {
-        path: p.display().to_string(),
+    crate::state::write_atomic(path, bytes).map_err(|source| StoreError::Io {
+        path: path.display().to_string(),
         source,
-    };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| io(dir, e))?;
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("refresh-token");
-    let tmp = dir.join(format!(
-        ".{name}.{}.{:08x}.tmp",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io(path, e));
-    }
-    Ok(())
+    })
 }
 
 fn sha256_hex(s: &str) -> String {

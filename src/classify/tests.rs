@@ -1,3 +1,6 @@
+//! Classification and hint tests: every reply in the provider notes, in the phase where
+//! it arrives, with its class and `code` label.
+
 use super::tables::{BASIC, Creds, ENHANCED, HINTS, PHASE_DEFAULT, TEXTS};
 use super::*;
 

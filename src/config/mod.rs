@@ -335,7 +335,7 @@ fn location_of(e: &serde_saphyr::Error) -> (u64, u64) {
 
 /// The bare message of a serde-saphyr error: no snippet (it would quote the file, and
 /// the file is ours to quote or not), no location suffix (ours comes first).
-fn error_text(e: &serde_saphyr::Error) -> String {
+pub(crate) fn error_text(e: &serde_saphyr::Error) -> String {
     use serde_saphyr::{Error, MessageFormatter, UserMessageFormatter};
     let mut inner = e;
     while let Error::AliasError { error, .. } | Error::WithSnippet { error, .. } = inner {

@@ -1128,7 +1128,14 @@ pub(super) fn address_problem(s: &str) -> Option<String> {
             "`{shown}` is not an email address: it needs text before and after the @"
         ));
     }
-    host_problem(domain).map(|_| format!("`{shown}` has an invalid domain"))
+    if host_problem(domain).is_some() {
+        return Some(format!("`{shown}` has an invalid domain"));
+    }
+    // The canary message is built with lettre: an address it cannot parse would pass
+    // here and then leave the mailbox unprobed at run time.
+    s.parse::<lettre::Address>()
+        .err()
+        .map(|e| format!("`{shown}` is not an email address: {e}"))
 }
 
 /// The address with its domain lower-cased (domains are case-insensitive; the DNS audit
@@ -1143,21 +1150,30 @@ fn lowercase_domain(s: &str) -> String {
 /// Why `s` is not an acceptable token endpoint: HTTPS, or plain HTTP on loopback only
 /// (a test server), since the request carries the client secret.
 fn url_problem(s: &str) -> Option<String> {
-    if let Some(rest) = s.strip_prefix("https://") {
-        return (rest.is_empty() || rest.starts_with('/'))
-            .then(|| "token_url has no host".to_string());
+    // Parsed the way the HTTP client will read it, so `http://[::1]@evil.example/` cannot
+    // pass as loopback and send the client secret off the host in clear text.
+    let Ok(url) = reqwest::Url::parse(s) else {
+        return Some("token_url is not a URL".to_string());
+    };
+    if !url.username().is_empty() || url.password().is_some() {
+        return Some("token_url must not contain user info (user@ or user:password@)".to_string());
     }
-    if let Some(rest) = s.strip_prefix("http://") {
-        let host = rest.split(['/', ':']).next().unwrap_or("");
-        let loopback = host == "localhost" || host == "127.0.0.1" || rest.starts_with("[::1]");
-        if loopback {
-            return None;
-        }
-        return Some(
+    let Some(host) = url.host_str().filter(|h| !h.is_empty()) else {
+        return Some("token_url has no host".to_string());
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match url.scheme() {
+        "https" => None,
+        "http" if loopback => None,
+        "http" => Some(
             "token_url must use https:// (plain http is accepted only on loopback)".to_string(),
-        );
+        ),
+        _ => Some("token_url must be an https:// URL".to_string()),
     }
-    Some("token_url must be an https:// URL".to_string())
 }
 
 /// Why the CA file cannot be used, if it cannot. Checked now so a typo fails at load,
@@ -1179,5 +1195,31 @@ fn ca_file_problem(path: &Path) -> Option<String> {
             ))
         }
         Ok(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod url_and_address_tests {
+    use super::{address_problem, url_problem};
+
+    #[test]
+    fn token_url_loopback_is_judged_on_the_parsed_host() {
+        assert_eq!(url_problem("https://login.example/token"), None);
+        assert_eq!(url_problem("http://127.0.0.1:8080/token"), None);
+        assert_eq!(url_problem("http://[::1]:8080/token"), None);
+        assert_eq!(url_problem("http://localhost/token"), None);
+        assert!(url_problem("http://[::1]@evil.example.com/token").is_some());
+        assert!(url_problem("http://127.0.0.1.evil.example/token").is_some());
+        assert!(url_problem("https://user:pw@login.example/token").is_some());
+        assert!(url_problem("ftp://login.example/token").is_some());
+        assert!(url_problem("not a url").is_some());
+    }
+
+    #[test]
+    fn addresses_lettre_cannot_use_are_refused() {
+        assert_eq!(address_problem("a@example.com"), None);
+        for bad in ["a..b@example.com", "a(b@example.com", "\"x@example.com"] {
+            assert!(address_problem(bad).is_some(), "{bad}");
+        }
     }
 }

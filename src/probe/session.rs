@@ -612,8 +612,19 @@ impl Session<'_> {
         }
         self.message_id = Some(message_id);
         if let Some(hook) = self.hook {
-            hook.before_send(u32::try_from(self.mb.to.len()).unwrap_or(u32::MAX))
-                .await;
+            // A stalled disk must not hold the probe past its deadline; without the send
+            // on record the message is not sent at all.
+            let recipients = u32::try_from(self.mb.to.len()).unwrap_or(u32::MAX);
+            let t = Instant::now();
+            if timeout_at(
+                self.phase_deadline(Phase::Data),
+                hook.before_send(recipients),
+            )
+            .await
+            .is_err()
+            {
+                return Err(self.timeout(Phase::Data, t));
+            }
         }
         let t = Instant::now();
         let deadline = self.phase_deadline(Phase::Data);

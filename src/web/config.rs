@@ -69,37 +69,80 @@ impl std::fmt::Debug for WebConfig {
     }
 }
 
+/// What [`BasicAuth::quick`] could decide without bcrypt.
+pub enum Quick {
+    Known(bool),
+    NeedsBcrypt { user: String, password: String },
+}
+
 /// Basic-auth users with their bcrypt hashes. bcrypt is slow on purpose (tens of ms), so
 /// a verified user/password pair is remembered by its SHA-256, never in clear.
 pub struct BasicAuth {
     users: BTreeMap<String, String>,
     verified: Mutex<HashSet<[u8; 32]>>,
+    /// At most two bcrypt checks at a time: wrong passwords must not be able to take
+    /// the CPU and the blocking pool away from probes.
+    pub bcrypt_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl BasicAuth {
     /// Checks an `Authorization` header value. Blocking (bcrypt): call it off the async
     /// workers.
     pub fn check(&self, header: Option<&str>) -> bool {
-        let Some(creds) = header
-            .and_then(|h| h.strip_prefix("Basic "))
-            .and_then(|b| B64.decode(b.trim()).ok())
+        match self.quick(header) {
+            Quick::Known(ok) => ok,
+            Quick::NeedsBcrypt { user, password } => self.verify(&user, &password),
+        }
+    }
+
+    /// The cheap part of [`BasicAuth::check`], fine on the async workers: a malformed
+    /// header, or a pair already verified.
+    pub fn quick(&self, header: Option<&str>) -> Quick {
+        let Some((scheme, b64)) = header.and_then(|h| h.trim().split_once(' ')) else {
+            return Quick::Known(false);
+        };
+        // RFC 7617: the scheme name is case-insensitive.
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return Quick::Known(false);
+        }
+        let Some(creds) = B64
+            .decode(b64.trim())
+            .ok()
             .and_then(|b| String::from_utf8(b).ok())
         else {
-            return false;
+            return Quick::Known(false);
         };
         let Some((user, password)) = creds.split_once(':') else {
-            return false;
+            return Quick::Known(false);
         };
-        let Some(hash) = self.users.get(user) else {
-            return false;
-        };
-        let key = digest(user, password, hash);
-        if self.lock().contains(&key) {
-            return true;
+        if let Some(hash) = self.users.get(user)
+            && self.lock().contains(&digest(user, password, hash))
+        {
+            return Quick::Known(true);
         }
-        let ok = bcrypt::verify(password, hash).unwrap_or(false);
+        Quick::NeedsBcrypt {
+            user: user.to_owned(),
+            password: password.to_owned(),
+        }
+    }
+
+    /// The bcrypt check (slow on purpose: call it off the async workers). An unknown
+    /// user is checked against a dummy hash too, so timing does not tell which users
+    /// exist.
+    pub fn verify(&self, user: &str, password: &str) -> bool {
+        static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        let (hash, known) = match self.users.get(user) {
+            Some(h) => (h.as_str(), true),
+            None => (
+                DUMMY
+                    .get_or_init(|| bcrypt::hash("smtp-canary-dummy", 10).unwrap_or_default())
+                    .as_str(),
+                false,
+            ),
+        };
+        let ok = bcrypt::verify(password, hash).unwrap_or(false) && known;
         if ok {
-            self.lock().insert(key);
+            self.lock().insert(digest(user, password, hash));
         }
         ok
     }
@@ -131,8 +174,10 @@ pub fn load(path: &Path) -> Result<WebConfig, WebConfigError> {
             .location()
             .map(|l| format!("line {} column {}: ", l.line(), l.column()))
             .unwrap_or_default();
+        // Never the serde-saphyr snippet: it would quote the file, hashes and all.
         err(format!(
-            "{at}{e} (supported keys: tls_server_config.{{cert_file, key_file, client_auth_type, client_ca_file, min_version}}, basic_auth_users)"
+            "{at}{} (supported keys: tls_server_config.{{cert_file, key_file, client_auth_type, client_ca_file, min_version}}, basic_auth_users)",
+            crate::config::error_text(&e)
         ))
     })?;
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -250,6 +295,7 @@ pub fn load(path: &Path) -> Result<WebConfig, WebConfigError> {
             Some(Arc::new(BasicAuth {
                 users,
                 verified: Mutex::new(HashSet::new()),
+                bcrypt_slots: Arc::new(tokio::sync::Semaphore::new(2)),
             }))
         }
     };
@@ -297,6 +343,13 @@ mod tests {
         );
         let e = load(&p).unwrap_err().to_string();
         assert!(e.contains("http_server_config"), "{e}");
+        let p = write(
+            dir.path(),
+            "web1.yml",
+            "basic_auth_users:\n  prom: [hunter2secret]\n",
+        );
+        let e = load(&p).unwrap_err().to_string();
+        assert!(!e.contains("hunter2secret"), "the file is quoted: {e}");
         let p = write(
             dir.path(),
             "web2.yml",

@@ -139,10 +139,23 @@ async fn handle(
             .get(hyper::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        // bcrypt is deliberately slow: off the async workers.
-        let ok = tokio::task::spawn_blocking(move || auth.check(header.as_deref()))
-            .await
-            .unwrap_or(false);
+        let ok = match auth.quick(header.as_deref()) {
+            config::Quick::Known(ok) => ok,
+            config::Quick::NeedsBcrypt { user, password } => {
+                // bcrypt is deliberately slow: off the async workers, and only a couple at
+                // a time.
+                match auth.bcrypt_slots.clone().acquire_owned().await {
+                    Ok(permit) => tokio::task::spawn_blocking(move || {
+                        let ok = auth.verify(&user, &password);
+                        drop(permit);
+                        ok
+                    })
+                    .await
+                    .unwrap_or(false),
+                    Err(_) => false,
+                }
+            }
+        };
         if !ok {
             let mut r = text(StatusCode::UNAUTHORIZED, PLAIN, "Unauthorized.\n");
             r.headers_mut().insert(
