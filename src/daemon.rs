@@ -550,6 +550,14 @@ async fn reload(
         );
         return Err(e);
     }
+    if cfg.global.helo_name != prober.helo_name() {
+        // The EHLO name lives in the prober, built once at start.
+        tracing::warn!(
+            running = prober.helo_name(),
+            configured = %cfg.global.helo_name,
+            "global.helo_name changed; it takes effect after a restart"
+        );
+    }
     scheduler.apply(&cfg.mailboxes, &credentials(&cfg, oauth));
     audit.update(&cfg);
     basic_auth_readiness(&cfg, metrics, false);

@@ -120,6 +120,14 @@ struct State {
     in_flight: Option<watch::Receiver<Option<Outcome>>>,
 }
 
+/// Whether a cached token is still usable for a probe: valid for at least a minute more
+/// (a probe needs it for a few seconds; the margin covers clock skew).
+fn still_valid(c: &Cached) -> bool {
+    c.expires_at
+        .duration_since(SystemTime::now())
+        .is_ok_and(|left| left > Duration::from_secs(60))
+}
+
 struct Cached {
     token: Secret,
     expires_at: SystemTime,
@@ -228,6 +236,10 @@ impl Inner {
                     if let Some((at, retry_at, e)) = &st.last_failure
                         && now < *retry_at
                     {
+                        // Backing off, but the old token still works: use it.
+                        if let Some(c) = st.token.as_ref().filter(|c| still_valid(c)) {
+                            return Ok(self.access(c.token.clone(), c.expires_at, false));
+                        }
                         return Err(TokenError {
                             reason: e.reason.clone(),
                             description: format!(
@@ -305,7 +317,12 @@ impl Inner {
                 }
                 Err(e) => {
                     st.failures = st.failures.saturating_add(1);
-                    st.token = None;
+                    // A failed refresh does not end a token that is still valid: the
+                    // failure is counted and logged (and alerts), but probes keep
+                    // working until the token really expires.
+                    if st.token.as_ref().is_some_and(|c| !still_valid(c)) {
+                        st.token = None;
+                    }
                     let wait = backoff(st.failures, self.backoff_base, self.backoff_cap);
                     let now = Instant::now();
                     st.last_failure = Some((now, now + wait, e.clone()));
@@ -321,7 +338,10 @@ impl Inner {
                         backoff_seconds = wait.as_secs(),
                         "access token request failed"
                     );
-                    Err(e)
+                    match st.token.as_ref() {
+                        Some(c) => Ok(self.access(c.token.clone(), c.expires_at, false)),
+                        None => Err(e),
+                    }
                 }
             }
         };

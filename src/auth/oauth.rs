@@ -317,17 +317,30 @@ pub(crate) fn parse_response(
     })
 }
 
-/// The `reason` label for an OAuth `error` code: kept when it looks like one (RFC 6749
-/// codes are lower-case words joined by `_`), so a hostile endpoint cannot mint label
-/// values at will; anything else falls back to `http_<status>`.
+/// OAuth `error` codes that become `reason` label values: RFC 6749 §5.2 plus the two
+/// codes of §4.1.2.1 that token endpoints also send. A fixed table, so an endpoint
+/// cannot create label values (each one a series kept forever) at will.
+static OAUTH_ERRORS: &[&str] = &[
+    "invalid_request",
+    "invalid_client",
+    "invalid_grant",
+    "unauthorized_client",
+    "unsupported_grant_type",
+    "invalid_scope",
+    "server_error",
+    "temporarily_unavailable",
+    "access_denied",
+    "interaction_required",
+    "consent_required",
+];
+
+/// The `reason` label for an OAuth `error` code; anything outside the table falls back
+/// to `http_<status>`.
 pub(crate) fn reason_label(code: &str) -> Option<String> {
-    let ok = !code.is_empty()
-        && code.len() <= 40
-        && code.starts_with(|c: char| c.is_ascii_lowercase())
-        && code
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-    ok.then(|| code.to_owned())
+    OAUTH_ERRORS
+        .iter()
+        .find(|c| **c == code)
+        .map(|c| (*c).to_owned())
 }
 
 /// Endpoint text made fit for a log line and a probe reply: any secret we sent is cut
