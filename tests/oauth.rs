@@ -162,6 +162,56 @@ async fn expiry_makes_exactly_one_refresh() {
     assert_eq!(users.len(), 6);
 }
 
+/// A failed refresh does not end a token that is still valid: probes keep succeeding with
+/// it while the failure is counted; once it expires, the probe fails as `oauth_token`.
+#[tokio::test]
+async fn a_failed_refresh_keeps_a_still_valid_token() {
+    let ep = TokenEndpoint::start().await;
+    ep.set_lifetime(4); // reused for 3.2 s, usable until 3.6 s (a tenth of its life left)
+    let pki = TestPki::new();
+    let smtp = start_smtp(&ep, &pki, true).await;
+    let mb = mailbox(
+        "refresh-fails",
+        smtp.local_addr().port(),
+        pki.ca_path(),
+        client_credentials(&ep.url()),
+    );
+    let metrics = Arc::new(Metrics::new());
+    let cache = cache(
+        &mb,
+        &CacheOptions {
+            metrics: Some(metrics.clone()),
+            ..CacheOptions::default()
+        },
+    );
+    let t0 = Instant::now();
+    ok(&probe(&mb, &cache).await);
+    tokio::time::sleep(Duration::from_millis(3300).saturating_sub(t0.elapsed())).await;
+    ep.set_mode(Mode::Fail {
+        status: 503,
+        body: "{}".into(),
+    });
+    let r = probe(&mb, &cache).await;
+    assert!(
+        t0.elapsed() < Duration::from_millis(3550),
+        "too slow for this test: {:?}",
+        t0.elapsed()
+    );
+    ok(&r);
+    assert_eq!(ep.requests(), 2, "the refresh was attempted");
+    assert!(
+        metrics.render().contains(
+            "smtp_canary_oauth_token_failures_total{mailbox=\"refresh-fails\",reason=\"http_503\"} 1"
+        ),
+        "the failure is counted"
+    );
+    // Once the token has really expired, the probe fails as oauth_token (backing off).
+    tokio::time::sleep(Duration::from_millis(4100).saturating_sub(t0.elapsed())).await;
+    let r = probe(&mb, &cache).await;
+    assert_eq!(r.failure.as_ref().map(|f| f.class), Some(Class::OauthToken));
+    assert_eq!(ep.requests(), 2, "no request inside the back-off");
+}
+
 #[tokio::test]
 async fn concurrent_probes_share_one_request() {
     let ep = TokenEndpoint::start().await;

@@ -120,18 +120,20 @@ struct State {
     in_flight: Option<watch::Receiver<Option<Outcome>>>,
 }
 
-/// Whether a cached token is still usable for a probe: valid for at least a minute more
-/// (a probe needs it for a few seconds; the margin covers clock skew).
+/// Whether a cached token is still usable for a probe: a probe needs it for a few
+/// seconds, so it must have a tenth of its life left (at most a minute, for clock skew).
 fn still_valid(c: &Cached) -> bool {
+    let margin = (c.lifetime / 10).min(Duration::from_secs(60));
     c.expires_at
         .duration_since(SystemTime::now())
-        .is_ok_and(|left| left > Duration::from_secs(60))
+        .is_ok_and(|left| left > margin)
 }
 
 struct Cached {
     token: Secret,
     expires_at: SystemTime,
     reuse_until: Instant,
+    lifetime: Duration,
 }
 
 impl TokenCache {
@@ -303,6 +305,7 @@ impl Inner {
                         token: issued.access_token.clone(),
                         expires_at,
                         reuse_until: Instant::now() + reuse_for(issued.lifetime),
+                        lifetime: issued.lifetime,
                     });
                     if let Some(m) = &self.metrics {
                         m.oauth_token_fetched(&self.mailbox, expires_at);
