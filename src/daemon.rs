@@ -146,10 +146,9 @@ fn oauth_sources(
 }
 
 /// Exports the Basic-auth retirement findings; at start also logs each one once.
-fn basic_auth_readiness(cfg: &Config, metrics: &Metrics, log: bool) {
-    let findings = auth::basic_auth_findings(cfg);
+fn basic_auth_readiness(findings: &[auth::BasicAuthFinding], metrics: &Metrics, log: bool) {
     if log {
-        for f in &findings {
+        for f in findings {
             tracing::warn!(check = f.check(), severity = f.severity(), domain = %f.domain, mailbox = %f.mailbox, "{}", f.message());
         }
     }
@@ -366,8 +365,12 @@ async fn prepare(
     mut cfg: Config,
     flags: &Flags,
     demo: &mut Option<Demo>,
-) -> anyhow::Result<Config> {
+) -> anyhow::Result<(Config, Vec<auth::BasicAuthFinding>)> {
+    // From the whole config, before sharding: with shards, each domain's finding comes
+    // from the one instance that owns the domain, like its DNS audit.
+    let mut findings = auth::basic_auth_findings(&cfg);
     if let Some((i, n)) = flags.shard {
+        findings.retain(|f| shard_of(&f.domain, n) == i);
         // Each domain is audited by exactly one shard too, so N instances behind one
         // Prometheus export each domain's audit series once.
         let domains: Vec<_> = cfg
@@ -387,7 +390,7 @@ async fn prepare(
         );
     }
     attach_demo(&mut cfg, &flags.state_dir, demo).await?;
-    Ok(cfg)
+    Ok((cfg, findings))
 }
 
 async fn run_inner(flags: Flags) -> anyhow::Result<ExitCode> {
@@ -403,7 +406,7 @@ async fn run_inner(flags: Flags) -> anyhow::Result<ExitCode> {
     };
     let metrics = Arc::new(Metrics::new());
     let mut demo = None;
-    let cfg = match config::load(&flags.config_file) {
+    let (cfg, findings) = match config::load(&flags.config_file) {
         Ok(cfg) => prepare(cfg, &flags, &mut demo).await?,
         Err(errors) => {
             print_config_errors(&errors);
@@ -415,7 +418,7 @@ async fn run_inner(flags: Flags) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("opening --state.dir {}", flags.state_dir.display()))?;
     let prober = Arc::new(prober(&cfg, &flags)?);
     let oauth = oauth_sources(&prober, &flags, Some(metrics.clone()))?;
-    basic_auth_readiness(&cfg, &metrics, true);
+    basic_auth_readiness(&findings, &metrics, true);
     let board = Arc::new(Board::new());
     let (reload_tx, mut reload_rx) = mpsc::channel(4);
     let mut web_state = WebState::new(metrics.clone(), board.clone(), Some(reload_tx));
@@ -519,7 +522,7 @@ async fn reload(
         Ok(cfg) => prepare(cfg, flags, demo).await,
         Err(e) => Err(e),
     };
-    let cfg = match prepared {
+    let (cfg, findings) = match prepared {
         Ok(c) => c,
         Err(e) => {
             metrics.config_loaded(false);
@@ -560,7 +563,7 @@ async fn reload(
     }
     scheduler.apply(&cfg.mailboxes, &credentials(&cfg, oauth));
     audit.update(&cfg);
-    basic_auth_readiness(&cfg, metrics, false);
+    basic_auth_readiness(&findings, metrics, false);
     metrics.config_loaded(true);
     tracing::info!(mailboxes = cfg.mailboxes.len(), "config reloaded");
     Ok(())

@@ -493,10 +493,15 @@ impl Metrics {
             self.quota_used
                 .with_label_values(&labels)
                 .set(ledger.used(w, u, now) as i64);
-            if let Some(limit) = quota::limit(&mb.limits, w, u) {
-                self.quota_limit
+            match quota::limit(&mb.limits, w, u) {
+                Some(limit) => self
+                    .quota_limit
                     .with_label_values(&labels)
-                    .set(i64::from(limit));
+                    .set(i64::from(limit)),
+                // A limit removed by a reload must not linger as a series.
+                None => {
+                    let _ = self.quota_limit.remove_label_values(&labels);
+                }
             }
         }
         self.budget_remaining

@@ -54,7 +54,7 @@ pub struct Ledger {
     pub paused_until: Option<u64>,
     /// Why `paused_until` is set (`backoff`, or `budget` for a corrupt state file).
     #[serde(default)]
-    pub pause_reason: Option<String>,
+    pub pause_reason: Option<PauseReason>,
     /// Consecutive throttled/quota results (drives the exponential back-off).
     #[serde(default)]
     pub strikes: u32,
@@ -78,6 +78,16 @@ pub struct Reservation {
 /// up to 8 for large ones, so a crash costs at most ~3% of a day's budget.
 pub fn reservation_chunk(budget: u32) -> u32 {
     (budget / 32).clamp(1, 8)
+}
+
+/// Why a mailbox is paused. Persisted as `"backoff"` / `"budget"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PauseReason {
+    /// After throttling or a quota reply.
+    Backoff,
+    /// Today's budget is treated as spent (a corrupt state file).
+    Budget,
 }
 
 /// Which rolling window.
@@ -232,7 +242,7 @@ impl Ledger {
 
     /// Sends left today under `budget`; a corrupt-state pause counts as none left.
     pub fn budget_remaining(&self, budget: u32, now: u64) -> i64 {
-        if self.pause_reason.as_deref() == Some("budget")
+        if self.pause_reason == Some(PauseReason::Budget)
             && self.paused_until.is_some_and(|t| t > now)
         {
             return 0;
@@ -241,9 +251,9 @@ impl Ledger {
     }
 
     /// Whether a pause is in force now, and which skip reason it counts as.
-    pub fn paused(&self, now: u64) -> Option<&str> {
+    pub fn paused(&self, now: u64) -> Option<PauseReason> {
         match self.paused_until {
-            Some(t) if t > now => Some(self.pause_reason.as_deref().unwrap_or("backoff")),
+            Some(t) if t > now => Some(self.pause_reason.unwrap_or(PauseReason::Backoff)),
             _ => None,
         }
     }
@@ -277,7 +287,7 @@ impl Ledger {
         // `now` is whole seconds, rounded down: round the end up so the pause is never
         // shorter than promised.
         self.paused_until = Some(now + pause.as_secs() + 1);
-        self.pause_reason = Some("backoff".to_owned());
+        self.pause_reason = Some(PauseReason::Backoff);
         Some(pause)
     }
 
@@ -286,7 +296,7 @@ impl Ledger {
         Ledger {
             sends: VecDeque::new(),
             paused_until: Some(now + DAY),
-            pause_reason: Some("budget".to_owned()),
+            pause_reason: Some(PauseReason::Budget),
             strikes: 0,
             reserved: None,
         }
@@ -372,7 +382,7 @@ mod tests {
         assert_eq!(l.budget_remaining(5, 200), 2);
         let s = Ledger::spent(200);
         assert_eq!(s.budget_remaining(5, 300), 0);
-        assert_eq!(s.paused(300), Some("budget"));
+        assert_eq!(s.paused(300), Some(PauseReason::Budget));
         assert_eq!(s.paused(200 + DAY), None);
     }
 
@@ -396,7 +406,7 @@ mod tests {
             l.after_probe(0, i, Some(Class::Throttled), "4.3.2"),
             Some(THROTTLE_BACKOFF_CAP)
         );
-        assert_eq!(l.paused(10), Some("backoff"));
+        assert_eq!(l.paused(10), Some(PauseReason::Backoff));
         assert_eq!(l.after_probe(0, i, None, ""), None);
         assert_eq!(l.strikes, 0);
         assert_eq!(

@@ -470,8 +470,8 @@ impl MailboxTask {
             let mut l = lock(ledger);
             l.prune(now);
             match l.paused(now) {
-                Some("budget") => Some(SkipReason::Budget),
-                Some(_) => Some(SkipReason::Backoff),
+                Some(quota::PauseReason::Budget) => Some(SkipReason::Budget),
+                Some(quota::PauseReason::Backoff) => Some(SkipReason::Backoff),
                 None if l.budget_remaining(budget, now) <= 0 => Some(SkipReason::Budget),
                 None => None,
             }
