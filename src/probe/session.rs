@@ -454,7 +454,8 @@ impl Session<'_> {
         let config = self
             .prober
             .tls
-            .client_config(ca)
+            .client_config_async(ca)
+            .await
             .map_err(|e| fail(Class::Tls, phase, e.to_string()))?;
         let name = self
             .mb

@@ -56,21 +56,55 @@ impl TlsTrust {
 
     /// The client config for a mailbox with this `ca_file`. The first call per file reads
     /// it (call this at start-up for every mailbox, so probes only hit the cache).
+    /// Blocking on a cache miss.
     pub fn client_config(
         &self,
         ca_file: Option<&Path>,
     ) -> Result<Arc<rustls::ClientConfig>, TlsSetupError> {
-        let key = ca_file.map(Path::to_path_buf);
-        if let Some(cfg) = self.lock().get(&key) {
-            return Ok(cfg.clone());
+        if let Some(cfg) = self.cached(ca_file) {
+            return Ok(cfg);
         }
+        let pem = match ca_file {
+            Some(p) => Some(std::fs::read(p).map_err(|e| ca_error(p, e.to_string()))?),
+            None => None,
+        };
+        self.build(ca_file, pem.as_deref())
+    }
+
+    /// Like [`TlsTrust::client_config`], for probes: a cache miss (a CA file changed by
+    /// a reload while an old probe still runs) reads the file without blocking a worker.
+    pub async fn client_config_async(
+        &self,
+        ca_file: Option<&Path>,
+    ) -> Result<Arc<rustls::ClientConfig>, TlsSetupError> {
+        if let Some(cfg) = self.cached(ca_file) {
+            return Ok(cfg);
+        }
+        let pem = match ca_file {
+            Some(p) => Some(
+                tokio::fs::read(p)
+                    .await
+                    .map_err(|e| ca_error(p, e.to_string()))?,
+            ),
+            None => None,
+        };
+        self.build(ca_file, pem.as_deref())
+    }
+
+    fn cached(&self, ca_file: Option<&Path>) -> Option<Arc<rustls::ClientConfig>> {
+        self.lock().get(&ca_file.map(Path::to_path_buf)).cloned()
+    }
+
+    /// Builds (and caches) the config: the system roots plus the certificates in `pem`.
+    fn build(
+        &self,
+        ca_file: Option<&Path>,
+        pem: Option<&[u8]>,
+    ) -> Result<Arc<rustls::ClientConfig>, TlsSetupError> {
         let mut roots = system_roots().clone();
-        if let Some(path) = ca_file {
-            for cert in read_ca_file(path)? {
-                roots.add(cert).map_err(|e| TlsSetupError::CaFile {
-                    path: path.display().to_string(),
-                    reason: e.to_string(),
-                })?;
+        if let (Some(path), Some(pem)) = (ca_file, pem) {
+            for cert in parse_ca_pem(path, pem)? {
+                roots.add(cert).map_err(|e| ca_error(path, e.to_string()))?;
             }
         }
         let cfg = rustls::ClientConfig::builder_with_provider(provider())
@@ -79,7 +113,8 @@ impl TlsTrust {
             .with_root_certificates(roots)
             .with_no_client_auth();
         let cfg = Arc::new(cfg);
-        self.lock().insert(key, cfg.clone());
+        self.lock()
+            .insert(ca_file.map(Path::to_path_buf), cfg.clone());
         Ok(cfg)
     }
 
@@ -108,15 +143,17 @@ impl TlsTrust {
     }
 }
 
-fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
-    let err = |reason: String| TlsSetupError::CaFile {
+fn ca_error(path: &Path, reason: String) -> TlsSetupError {
+    TlsSetupError::CaFile {
         path: path.display().to_string(),
         reason,
-    };
-    let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-    let certs: Vec<_> = CertificateDer::pem_slice_iter(&bytes)
+    }
+}
+
+fn parse_ca_pem(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<_, _>>()
-        .map_err(|e| err(e.to_string()))?;
+        .map_err(|e| ca_error(path, e.to_string()))?;
     if certs.is_empty() {
         return Err(TlsSetupError::EmptyCaFile(path.display().to_string()));
     }
