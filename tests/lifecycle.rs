@@ -189,6 +189,24 @@ fn corrupt_state_file_is_moved_aside_and_counts_as_spent() {
     );
 }
 
+/// A scheduler in this process (no state directory), probing at once.
+fn lib_scheduler(metrics: &Arc<Metrics>) -> Scheduler {
+    let prober = Arc::new(
+        Prober::new(ProberOptions {
+            dns_server: Some("127.0.0.1:9".parse().unwrap()),
+            helo_name: "probe.test".into(),
+        })
+        .unwrap(),
+    );
+    let shared = Arc::new(Shared::new(
+        prober,
+        metrics.clone(),
+        Arc::new(Board::new()),
+        None,
+    ));
+    Scheduler::new(shared, Start::Immediate)
+}
+
 fn lib_mailbox(name: &str, port: u16, ca: &Path, interval: Duration) -> Arc<Mailbox> {
     Arc::new(Mailbox {
         name: name.into(),
@@ -228,20 +246,7 @@ fn throttling_backs_off() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let metrics = Arc::new(Metrics::new());
     rt.block_on(async {
-        let prober = Arc::new(
-            Prober::new(ProberOptions {
-                dns_server: Some("127.0.0.1:9".parse().unwrap()),
-                helo_name: "probe.test".into(),
-            })
-            .unwrap(),
-        );
-        let shared = Arc::new(Shared::new(
-            prober,
-            metrics.clone(),
-            Arc::new(Board::new()),
-            None,
-        ));
-        let mut s = Scheduler::new(shared, Start::Immediate);
+        let mut s = lib_scheduler(&metrics);
         let mb = lib_mailbox(
             "throttled",
             f.server.local_addr().port(),
@@ -365,20 +370,7 @@ fn a_stuck_server_never_delays_another_mailbox() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let metrics = Arc::new(Metrics::new());
     rt.block_on(async {
-        let prober = Arc::new(
-            Prober::new(ProberOptions {
-                dns_server: Some("127.0.0.1:9".parse().unwrap()),
-                helo_name: "probe.test".into(),
-            })
-            .unwrap(),
-        );
-        let shared = Arc::new(Shared::new(
-            prober,
-            metrics.clone(),
-            Arc::new(Board::new()),
-            None,
-        ));
-        let mut s = Scheduler::new(shared, Start::Immediate);
+        let mut s = lib_scheduler(&metrics);
         let mut slow = (*lib_mailbox(
             "stuck",
             stuck.server.local_addr().port(),
