@@ -421,23 +421,25 @@ async fn run_inner(flags: Flags) -> anyhow::Result<ExitCode> {
     basic_auth_readiness(&findings, &metrics, true);
     let board = Arc::new(Board::new());
     let (reload_tx, mut reload_rx) = mpsc::channel(4);
-    let mut web_state = WebState::new(metrics.clone(), board.clone(), Some(reload_tx));
-    web_state.auth = web_config.as_ref().and_then(|c| c.auth.clone());
-    let state = Arc::new(web_state);
-    let tls = web_config.and_then(|c| c.tls);
+    let state = Arc::new(WebState::new(
+        metrics.clone(),
+        board.clone(),
+        Some(reload_tx),
+    ));
+    state.set_web_config(web_config.unwrap_or_default());
     let listener = web::bind(&flags.listen)
         .await
         .with_context(|| format!("listening on {}", flags.listen))?;
     tracing::info!(
         address = %flags.listen,
-        https = tls.is_some(),
-        basic_auth = state.auth.is_some(),
+        https = state.web_config().tls.is_some(),
+        basic_auth = state.web_config().auth.is_some(),
         mailboxes = cfg.mailboxes.len(),
         "smtp-canary started"
     );
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let web_task = tokio::spawn(web::serve(listener, state.clone(), tls, stop_rx.clone()));
+    let web_task = tokio::spawn(web::serve(listener, state.clone(), stop_rx.clone()));
     let shared = Arc::new(Shared::new(
         prober.clone(),
         metrics.clone(),
@@ -468,7 +470,7 @@ async fn run_inner(flags: Flags) -> anyhow::Result<ExitCode> {
             _ = hup.recv() => { tracing::info!("SIGHUP received; reloading the config"); None }
             Some(done) = reload_rx.recv() => { tracing::info!("reload requested over HTTP"); Some(done) }
         };
-        let outcome = reload(
+        let mut outcome = reload(
             &flags,
             &mut demo,
             &prober,
@@ -478,6 +480,12 @@ async fn run_inner(flags: Flags) -> anyhow::Result<ExitCode> {
             &audit,
         )
         .await;
+        if outcome.is_ok() {
+            outcome = reload_web_config(&flags, &state).await;
+            if outcome.is_err() {
+                metrics.config_loaded(false);
+            }
+        }
         if let Some(done) = done {
             let _ = done.send(outcome.map_err(|e| format!("{e:#}")));
         }
@@ -491,6 +499,25 @@ async fn run_inner(flags: Flags) -> anyhow::Result<ExitCode> {
     let _ = web_task.await;
     tracing::info!("all probes finished; bye");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Re-reads `--web.config.file` (rotated certificates, changed users); a bad one keeps
+/// the old one. New connections and requests use the new one.
+async fn reload_web_config(flags: &Flags, state: &WebState) -> anyhow::Result<()> {
+    let Some(path) = flags.web_config_file.clone() else {
+        return Ok(());
+    };
+    match tokio::task::spawn_blocking(move || web::config::load(&path)).await {
+        Ok(Ok(cfg)) => {
+            state.set_web_config(cfg);
+            Ok(())
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "web config reload failed; the previous one stays active");
+            Err(anyhow::anyhow!("--web.config.file {e}"))
+        }
+        Err(e) => Err(anyhow::anyhow!("reading --web.config.file failed: {e}")),
+    }
 }
 
 /// Re-reads the config. A bad one keeps the old config running and sets

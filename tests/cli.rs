@@ -494,6 +494,30 @@ fn web_config_file_serves_https_with_basic_auth() {
     );
     let wrong = get(Some("prometheus:nope")).expect("response");
     assert!(wrong.contains(" 401 "), "{wrong}");
+    // A reload (SIGHUP) re-reads the web config: a user added to it gets in.
+    let hash2 = bcrypt::hash("second-pw", 4).unwrap();
+    std::fs::write(
+        &web,
+        format!(
+            "tls_server_config:\n  cert_file: tls.crt\n  key_file: tls.key\nbasic_auth_users:\n  prometheus: '{hash}'\n  grafana: '{hash2}'\n"
+        ),
+    )
+    .unwrap();
+    assert!(
+        get(Some("grafana:second-pw"))
+            .expect("response")
+            .contains(" 401 ")
+    );
+    d.signal("HUP");
+    let start = Instant::now();
+    while !get(Some("grafana:second-pw")).is_some_and(|r| r.contains(" 200 ")) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "web config not reloaded: {}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // Plain HTTP on the TLS port gets nothing useful.
     assert!(d.get("/metrics").is_none_or(|(code, _)| code != 200));
     assert!(d.terminate().0.success());

@@ -54,7 +54,8 @@ struct RawTls {
 }
 
 /// The loaded web config: a TLS acceptor (if any) and the basic-auth users (if any).
-#[derive(Clone)]
+/// The default is plain HTTP without auth.
+#[derive(Clone, Default)]
 pub struct WebConfig {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub auth: Option<Arc<BasicAuth>>,

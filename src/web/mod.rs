@@ -33,8 +33,9 @@ pub struct WebState {
     /// Config loaded and scheduler running.
     pub ready: AtomicBool,
     pub reload: Option<mpsc::Sender<ReloadRequest>>,
-    /// Basic-auth users from `--web.config.file`; every endpoint requires them.
-    pub auth: Option<Arc<config::BasicAuth>>,
+    /// `--web.config.file` in force (TLS and basic-auth users); swapped on reload, read
+    /// per connection and per request.
+    web: std::sync::RwLock<config::WebConfig>,
 }
 
 impl WebState {
@@ -48,8 +49,19 @@ impl WebState {
             board,
             ready: AtomicBool::new(false),
             reload,
-            auth: None,
+            web: std::sync::RwLock::new(config::WebConfig::default()),
         }
+    }
+}
+
+impl WebState {
+    /// Puts a (re)loaded `--web.config.file` in force for new connections and requests.
+    pub fn set_web_config(&self, cfg: config::WebConfig) {
+        *self.web.write().unwrap_or_else(|e| e.into_inner()) = cfg;
+    }
+
+    pub fn web_config(&self) -> config::WebConfig {
+        self.web.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
@@ -62,7 +74,6 @@ pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
 pub async fn serve(
     listener: TcpListener,
     state: Arc<WebState>,
-    tls: Option<tokio_rustls::TlsAcceptor>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -78,7 +89,7 @@ pub async fn serve(
             _ = crate::scheduler::stopped(&mut shutdown) => return,
         };
         let state = state.clone();
-        let tls = tls.clone();
+        let tls = state.web_config().tls;
         tokio::spawn(async move {
             match tls {
                 None => serve_connection(stream, state, peer).await,
@@ -133,7 +144,7 @@ async fn handle(
     _peer: SocketAddr,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     const PLAIN: &str = "text/plain; charset=utf-8";
-    if let Some(auth) = state.auth.clone() {
+    if let Some(auth) = state.web_config().auth {
         let header = req
             .headers()
             .get(hyper::header::AUTHORIZATION)
