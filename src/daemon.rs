@@ -446,6 +446,12 @@ async fn run_inner(flags: Flags) -> anyhow::Result<ExitCode> {
         board,
         Some(store),
     ));
+    let weak = Arc::downgrade(&shared);
+    metrics.set_before_render(Box::new(move || {
+        if let Some(shared) = weak.upgrade() {
+            shared.publish_all_quotas();
+        }
+    }));
     let start = if flags.immediate {
         Start::Immediate
     } else {

@@ -86,6 +86,7 @@ pub struct Metrics {
     /// Label values seen per mailbox for the vectors whose labels are open-ended, so a
     /// removed mailbox's series can all be deleted.
     seen: Mutex<HashMap<String, Seen>>,
+    before_render: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
 }
 
 #[derive(Default)]
@@ -312,6 +313,7 @@ impl Metrics {
             },
             registry: r,
             seen: Mutex::new(HashMap::new()),
+            before_render: Mutex::new(None),
         };
         m.build_info
             .with_label_values(&[
@@ -680,7 +682,21 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of every metric.
+    /// Sets what runs before each render (the scheduler publishes the rolling quota
+    /// windows as of the scrape).
+    pub fn set_before_render(&self, f: Box<dyn Fn() + Send + Sync>) {
+        *self.before_render.lock().unwrap_or_else(|e| e.into_inner()) = Some(f);
+    }
+
     pub fn render(&self) -> String {
+        if let Some(f) = self
+            .before_render
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            f();
+        }
         let mut buf = Vec::with_capacity(16 * 1024);
         let families = self.registry.gather();
         // Encoding into a Vec cannot fail for well-formed families.

@@ -123,7 +123,7 @@ pub struct Shared {
     pub ledgers: Mutex<HashMap<String, Arc<Mutex<Ledger>>>>,
     /// The mailboxes of the config in force: a removed mailbox's clean-up skips a name
     /// that a later reload brought back.
-    active: Mutex<std::collections::HashSet<String>>,
+    active: Mutex<HashMap<String, Arc<Mailbox>>>,
 }
 
 impl Shared {
@@ -139,7 +139,7 @@ impl Shared {
             board,
             store,
             ledgers: Mutex::new(HashMap::new()),
-            active: Mutex::new(std::collections::HashSet::new()),
+            active: Mutex::new(HashMap::new()),
         }
     }
 
@@ -187,6 +187,20 @@ impl Shared {
             && let Err(e) = store.save(name, ledger.clone()).await
         {
             tracing::error!(mailbox = %name, error = %e, "cannot persist the send ledger");
+        }
+    }
+
+    /// Publishes every active mailbox's quota gauges as of now: the rolling windows
+    /// move between sends, so a scrape must not see the values of the last send.
+    pub fn publish_all_quotas(&self) {
+        let now = unix_now();
+        let active: Vec<Arc<Mailbox>> = lock(&self.active).values().cloned().collect();
+        let ledgers = lock(&self.ledgers).clone();
+        for mb in active {
+            if let Some(l) = ledgers.get(&mb.name) {
+                let l = lock(l).clone();
+                self.publish_quota(&mb, &l, now);
+            }
         }
     }
 
@@ -262,7 +276,10 @@ impl Scheduler {
             .filter(|n| !wanted.contains_key(n.as_str()))
             .cloned()
             .collect();
-        *lock(&self.shared.active) = wanted.keys().map(|n| (*n).to_owned()).collect();
+        *lock(&self.shared.active) = wanted
+            .iter()
+            .map(|(n, m)| ((*n).to_owned(), Arc::clone(m)))
+            .collect();
         self.draining.retain(|_, h| !h.is_finished());
         for name in removed {
             if let Some(r) = self.running.remove(&name) {
@@ -273,7 +290,7 @@ impl Scheduler {
                 // not at all if a later reload brought the mailbox back meanwhile.
                 let cleanup = tokio::spawn(async move {
                     let _ = r.handle.await;
-                    if !lock(&shared.active).contains(&n) {
+                    if !lock(&shared.active).contains_key(&n) {
                         shared.metrics.remove_mailbox(&n);
                         lock(&shared.ledgers).remove(&n);
                         tracing::info!(mailbox = %n, "mailbox removed");
