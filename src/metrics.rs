@@ -528,6 +528,14 @@ impl Metrics {
             .set(unix(expires_at) as f64);
     }
 
+    /// The cached token is gone (rejected by the server, or expired after failed
+    /// refreshes): its expiry no longer describes anything.
+    pub fn oauth_token_dropped(&self, mailbox: &str) {
+        let _ = self
+            .oauth_token_expiry_timestamp_seconds
+            .remove_label_values(&[mailbox]);
+    }
+
     /// A token request failed for `reason` (bounded by the token client: an OAuth error
     /// code, `http_<status>`, `network`, `timeout` or `malformed`).
     pub fn oauth_token_failed(&self, mailbox: &str, reason: &str) {

@@ -206,6 +206,9 @@ impl TokenProvider for TokenCache {
         // Only that token: a newer one fetched meanwhile by another probe stays.
         if st.token.as_ref().is_some_and(|c| c.token == *token) {
             st.token = None;
+            if let Some(m) = &self.inner.metrics {
+                m.oauth_token_dropped(&self.inner.mailbox);
+            }
             tracing::info!(mailbox = %self.inner.mailbox, "the SMTP server rejected the cached access token; the next probe fetches a new one");
         }
     }
@@ -325,6 +328,9 @@ impl Inner {
                     // working until the token really expires.
                     if st.token.as_ref().is_some_and(|c| !still_valid(c)) {
                         st.token = None;
+                        if let Some(m) = &self.metrics {
+                            m.oauth_token_dropped(&self.mailbox);
+                        }
                     }
                     let wait = backoff(st.failures, self.backoff_base, self.backoff_cap);
                     let now = Instant::now();
