@@ -71,11 +71,14 @@ pub async fn run_command(
     args: AuditArgs,
 ) -> ExitCode {
     // The config is optional: it adds the Basic-auth findings of its mailboxes and the
-    // provider and selectors of its `dns_audit` domains.
+    // provider and selectors of its `dns_audit` domains. Its secrets are not read: the
+    // audit never authenticates.
     // Reading it (and its secret files) is file I/O: off the async workers.
     let path = config_file.to_path_buf();
-    let loaded =
-        tokio::task::spawn_blocking(move || path.exists().then(|| config::load(&path))).await;
+    let loaded = tokio::task::spawn_blocking(move || {
+        path.exists().then(|| config::load_without_secrets(&path))
+    })
+    .await;
     let cfg = match loaded {
         Err(e) => {
             eprintln!("smtp-canary: reading the config: {e}");

@@ -266,6 +266,28 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, Vec<ConfigError>> {
     parse_with(text, path, &|name| std::env::var(name), &default_helo_name)
 }
 
+/// Like [`load`], for commands that need the mailboxes but never authenticate (`audit`):
+/// every rule is checked, but no secret is read (each is left empty), so the command
+/// works without the daemon's environment.
+pub fn load_without_secrets(path: &Path) -> Result<Config, Vec<ConfigError>> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        vec![ConfigError {
+            file: path.display().to_string(),
+            line: 0,
+            column: 0,
+            key: String::new(),
+            message: format!("cannot read config file: {e}"),
+        }]
+    })?;
+    parse_inner(
+        text.as_str(),
+        path,
+        &|name| std::env::var(name),
+        &default_helo_name,
+        false,
+    )
+}
+
 /// [`parse`] with the environment and the HELO default supplied, so tests need neither
 /// process-wide `set_var` nor the machine's host name.
 fn parse_with(
@@ -273,6 +295,16 @@ fn parse_with(
     path: &Path,
     env: secrets::EnvLookup<'_>,
     default_helo: &dyn Fn() -> String,
+) -> Result<Config, Vec<ConfigError>> {
+    parse_inner(text, path, env, default_helo, true)
+}
+
+fn parse_inner(
+    text: &str,
+    path: &Path,
+    env: secrets::EnvLookup<'_>,
+    default_helo: &dyn Fn() -> String,
+    read_secrets: bool,
 ) -> Result<Config, Vec<ConfigError>> {
     let mut diag = diag::Diag::new(path.display().to_string());
     let root = match tree::parse(text) {
@@ -317,6 +349,7 @@ fn parse_with(
         dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
         env,
         default_helo,
+        read_secrets,
     };
     let root_pos = (
         root.referenced.line().max(1),

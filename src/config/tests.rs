@@ -1024,3 +1024,24 @@ fn schema_tables_match_raw_structs() {
     tree::check(&tree, &mut d);
     assert!(d.is_empty(), "{}", lines(&d.into_sorted()));
 }
+
+#[test]
+fn load_without_secrets_checks_everything_but_reads_no_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    std::fs::write(
+        &path,
+        "mailboxes:\n  - name: a\n    host: smtp.example.com\n    username: u@example.com\n    password_env: SMTP_CANARY_SURELY_UNSET_VAR\n    from: a@example.com\n    to: [b@example.com]\n",
+    )
+    .unwrap();
+    let e = super::load(&path).unwrap_err();
+    assert!(e[0].message.contains("SMTP_CANARY_SURELY_UNSET_VAR"));
+    let c = super::load_without_secrets(&path).unwrap();
+    let AuthConfig::Password { password, .. } = &c.mailboxes[0].auth else {
+        panic!()
+    };
+    assert_eq!(password.expose(), "");
+    // Other rules still hold.
+    std::fs::write(&path, "mailboxes:\n  - name: a\n    intervall: 5m\n").unwrap();
+    assert!(super::load_without_secrets(&path).is_err());
+}

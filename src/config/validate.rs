@@ -54,6 +54,8 @@ pub(super) struct Ctx<'a> {
     pub env: EnvLookup<'a>,
     /// Used when `global.helo_name` is absent (a function so tests stay deterministic).
     pub default_helo: &'a dyn Fn() -> String,
+    /// False for commands that never authenticate: secrets are left empty, unread.
+    pub read_secrets: bool,
 }
 
 impl Ctx<'_> {
@@ -701,6 +703,7 @@ fn secret(
 ) -> Option<Option<Secret>> {
     match (env, file) {
         (None, None) => Some(None),
+        (Some(_), None) | (None, Some(_)) if !ctx.read_secrets => Some(Some(Secret::new(""))),
         (Some(_), Some(f)) => {
             ctx.err(
                 &f.referenced,
