@@ -183,22 +183,11 @@ pub async fn check(run: &Run, budget: &Budget, domain: &str) -> Result<DmarcResu
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use super::super::dns::AuditOptions;
     use super::*;
 
     fn run(entries: &[(&str, &str)]) -> Run {
-        let mut z = HashMap::new();
-        for (name, txt) in entries {
-            let e = z
-                .entry((name.to_string(), RType::Txt))
-                .or_insert_with(|| Ok(Answer::default()));
-            if let Ok(a) = e {
-                a.txt.push(txt.as_bytes().to_vec());
-            }
-        }
-        Run::canned(z, AuditOptions::default())
+        Run::canned(Run::txt_zone(entries), AuditOptions::default())
     }
 
     async fn audit(r: &Run, domain: &str) -> DmarcResult {

@@ -180,6 +180,23 @@ impl Run {
         Run::with_source(Source::Hickory(resolver), opts)
     }
 
+    /// Canned TXT records (several per name allowed), for unit tests.
+    #[cfg(test)]
+    pub(crate) fn txt_zone(
+        entries: &[(&str, &str)],
+    ) -> HashMap<(String, RType), Result<Answer, FailureKind>> {
+        let mut z = HashMap::new();
+        for (name, txt) in entries {
+            let e = z
+                .entry((name.to_string(), RType::Txt))
+                .or_insert_with(|| Ok(Answer::default()));
+            if let Ok(a) = e {
+                a.txt.push(txt.as_bytes().to_vec());
+            }
+        }
+        z
+    }
+
     #[cfg(test)]
     pub(crate) fn canned(
         answers: HashMap<(String, RType), Result<Answer, FailureKind>>,

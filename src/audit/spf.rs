@@ -535,16 +535,7 @@ mod tests {
     type Zone = HashMap<(String, RType), Result<Answer, FailureKind>>;
 
     fn zone(entries: &[(&str, &str)]) -> Zone {
-        let mut z = Zone::new();
-        for (name, txt) in entries {
-            let e = z
-                .entry((name.to_string(), RType::Txt))
-                .or_insert_with(|| Ok(Answer::default()));
-            if let Ok(a) = e {
-                a.txt.push(txt.as_bytes().to_vec());
-            }
-        }
-        z
+        Run::txt_zone(entries)
     }
 
     fn addr(z: &mut Zone, name: &str) {
