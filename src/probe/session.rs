@@ -95,8 +95,7 @@ impl Prober {
         creds: &Credentials,
     ) -> ProbeResult {
         let source = CredentialSource::Static(creds.clone());
-        self.probe_with_id(mb, template, &source, new_probe_id())
-            .await
+        self.probe_full(mb, template, &source, None).await
     }
 
     /// Like [`Prober::probe`], with credentials from a source (an OAuth token cache).
@@ -106,8 +105,7 @@ impl Prober {
         template: &Template,
         source: &CredentialSource,
     ) -> ProbeResult {
-        self.probe_with_id(mb, template, source, new_probe_id())
-            .await
+        self.probe_full(mb, template, source, None).await
     }
 
     /// Like [`Prober::probe_with_source`], calling `hook` right before the message is
@@ -119,18 +117,7 @@ impl Prober {
         source: &CredentialSource,
         hook: Option<&dyn SendHook>,
     ) -> ProbeResult {
-        self.run_probe(mb, template, source, new_probe_id(), hook)
-            .await
-    }
-
-    pub async fn probe_with_id(
-        &self,
-        mb: &Mailbox,
-        template: &Template,
-        source: &CredentialSource,
-        probe_id: String,
-    ) -> ProbeResult {
-        self.run_probe(mb, template, source, probe_id, None).await
+        self.run_probe(mb, template, source, hook).await
     }
 
     async fn run_probe(
@@ -138,9 +125,9 @@ impl Prober {
         mb: &Mailbox,
         template: &Template,
         source: &CredentialSource,
-        probe_id: String,
         hook: Option<&dyn SendHook>,
     ) -> ProbeResult {
+        let probe_id = new_probe_id();
         let start = Instant::now();
         let mut s = Session {
             prober: self,
