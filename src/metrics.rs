@@ -395,11 +395,10 @@ impl Metrics {
                 .oauth_token_failures_total
                 .remove_label_values(&[name, reason]);
         }
-        for w in ["minute", "day"] {
-            for u in ["messages", "recipients"] {
-                let _ = self.quota_limit.remove_label_values(&[name, w, u]);
-                let _ = self.quota_used.remove_label_values(&[name, w, u]);
-            }
+        for (w, u) in quota::WINDOWS {
+            let labels = [name, w.as_str(), u.as_str()];
+            let _ = self.quota_limit.remove_label_values(&labels);
+            let _ = self.quota_used.remove_label_values(&labels);
         }
     }
 
@@ -555,29 +554,16 @@ impl Metrics {
     /// updates and this never delete each other's findings.
     pub fn set_basic_auth_findings<'a>(&self, domains: impl IntoIterator<Item = &'a str>) {
         use crate::auth::{BASIC_AUTH_CHECK, BASIC_AUTH_SEVERITY};
-        use prometheus::core::Collector;
         let want: HashSet<&str> = domains.into_iter().collect();
-        let mut stale = Vec::new();
-        for family in self.audit_finding.collect() {
-            for m in family.get_metric() {
-                let label = |n: &str| {
-                    m.get_label()
-                        .iter()
-                        .find(|l| l.name() == n)
-                        .map(|l| l.value().to_owned())
-                };
-                if label("check").as_deref() == Some(BASIC_AUTH_CHECK)
-                    && let Some(domain) = label("domain")
-                    && !want.contains(domain.as_str())
-                {
-                    stale.push((domain, label("severity").unwrap_or_default()));
-                }
+        // Every basic-auth series whose domain no longer has the finding.
+        for labels in label_sets(&self.audit_finding, &["domain", "check", "severity"]) {
+            if labels[1] == BASIC_AUTH_CHECK && !want.contains(labels[0].as_str()) {
+                let _ = self.audit_finding.remove_label_values(&[
+                    &labels[0],
+                    BASIC_AUTH_CHECK,
+                    &labels[2],
+                ]);
             }
-        }
-        for (domain, severity) in stale {
-            let _ = self
-                .audit_finding
-                .remove_label_values(&[&domain, BASIC_AUTH_CHECK, &severity]);
         }
         for domain in want {
             self.audit_finding
@@ -728,6 +714,17 @@ impl Metrics {
 /// The label values, in `names` order, of every series of `vec` for `domain` (the
 /// exposition sorts labels by name, so they are looked up by name).
 fn series_of(vec: &IntGaugeVec, domain: &str, names: &[&str]) -> Vec<Vec<String>> {
+    let mut with_domain = vec!["domain"];
+    with_domain.extend_from_slice(names);
+    label_sets(vec, &with_domain)
+        .into_iter()
+        .filter(|l| l[0] == domain)
+        .map(|mut l| l.split_off(1))
+        .collect()
+}
+
+/// The values of `names` for every series of `vec` (a missing label reads as empty).
+fn label_sets(vec: &IntGaugeVec, names: &[&str]) -> Vec<Vec<String>> {
     use prometheus::core::Collector;
     let mut out = Vec::new();
     for family in vec.collect() {
@@ -739,9 +736,7 @@ fn series_of(vec: &IntGaugeVec, domain: &str, names: &[&str]) -> Vec<Vec<String>
                     .map(|l| l.value().to_owned())
                     .unwrap_or_default()
             };
-            if value("domain") == domain {
-                out.push(names.iter().map(|n| value(n)).collect());
-            }
+            out.push(names.iter().map(|n| value(n)).collect());
         }
     }
     out
