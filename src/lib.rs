@@ -21,6 +21,7 @@ pub mod classify;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod fsutil;
 pub mod logging;
 pub mod metrics;
 pub mod probe;
