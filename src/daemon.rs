@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::sync::{mpsc, watch};
@@ -15,10 +16,11 @@ use tokio::sync::{mpsc, watch};
 use crate::auth::{self, CacheOptions, CredentialSource, CredentialSources, TokenClient};
 use crate::config::{self, AuthConfig, Config, ConfigError, Provider, Secret};
 use crate::demo::DemoRelay;
+use crate::gate::SendGate;
 use crate::metrics::Metrics;
 use crate::probe::{Prober, ProberOptions, Template};
 use crate::scheduler::{Board, Scheduler, Shared, Start, log_result};
-use crate::state::StateStore;
+use crate::state::{Role, StateStore};
 use crate::web::{self, WebState};
 
 /// Default `--web.listen-address`: loopback, port 9587 (587 for submission).
@@ -171,7 +173,7 @@ impl Drop for Demo {
 /// a config has any (it then lives until exit, across reloads).
 async fn attach_demo(
     cfg: &mut Config,
-    state_dir: &std::path::Path,
+    store: &StateStore,
     demo: &mut Option<Demo>,
 ) -> anyhow::Result<()> {
     if !cfg.mailboxes.iter().any(|m| m.provider == Provider::Demo) {
@@ -182,14 +184,15 @@ async fn attach_demo(
             .await
             .context("starting the demo relay")?;
         // The demo mailboxes trust exactly the relay's throwaway CA, through the same
-        // `tls.ca_file` path every other mailbox uses.
-        let dir = if std::fs::create_dir_all(state_dir).is_ok() {
-            state_dir.to_path_buf()
-        } else {
-            std::env::temp_dir()
-        };
-        let ca_path = dir.join(format!("demo-ca-{}.pem", std::process::id()));
-        std::fs::write(&ca_path, relay.ca_pem())
+        // `tls.ca_file` path every other mailbox uses. It goes into the state directory
+        // (checked, ours, locked), written under a fresh temporary name and renamed: a
+        // link planted at the final name is replaced, never followed.
+        let ca_path = store.dir().join("demo-ca.pem");
+        let pem = relay.ca_pem().as_bytes().to_vec();
+        let target = ca_path.clone();
+        tokio::task::spawn_blocking(move || crate::state::write_atomic(&target, &pem))
+            .await
+            .context("writing the demo CA file")?
             .with_context(|| format!("writing {}", ca_path.display()))?;
         tracing::info!(addr = %relay.addr(), "demo relay started for provider: demo mailboxes");
         *demo = Some(Demo { relay, ca_path });
@@ -270,8 +273,17 @@ async fn probe_once_inner(flags: &Flags, name: &str, json: bool) -> anyhow::Resu
         );
     }
     cfg.mailboxes.retain(|m| m.name == name);
+    // The same ledger and lock as the daemon: this send counts against the budget and
+    // the per-minute share, and never happens unrecorded.
+    let dir = flags.state_dir.clone();
+    let store = tokio::task::spawn_blocking(move || {
+        StateStore::open_waiting(&dir, Role::Probe, PROBE_LOCK_WAIT)
+    })
+    .await
+    .context("opening --state.dir")?
+    .with_context(|| format!("opening --state.dir {}", flags.state_dir.display()))?;
     let mut demo = None;
-    attach_demo(&mut cfg, &flags.state_dir, &mut demo).await?;
+    attach_demo(&mut cfg, &store, &mut demo).await?;
     let prober = prober(&cfg, flags)?;
     let mb = cfg.mailboxes[0].clone();
     let template = Template::new(&mb.name, &mb.from, &mb.to, prober.helo_name())
@@ -280,8 +292,28 @@ async fn probe_once_inner(flags: &Flags, name: &str, json: bool) -> anyhow::Resu
     let creds = credentials(&cfg, &oauth)
         .remove(name)
         .unwrap_or(CredentialSource::Static(auth::Credentials::None));
-    let result = prober.probe_with_source(&mb, &template, &creds).await;
+    let gate = SendGate::new(Some(store));
+    let permit = match gate.admit(&mb).await {
+        Ok(p) => p,
+        Err(refusal) => {
+            eprintln!(
+                "smtp-canary: mailbox {name} not probed ({}): {}",
+                refusal.reason.as_str(),
+                refusal.detail
+            );
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let result = prober
+        .probe_full(&mb, &template, &creds, Some(&permit))
+        .await;
     log_result(&result);
+    let (class, code) = match &result.failure {
+        Some(f) => (Some(f.class), f.code.as_str()),
+        None => (None, ""),
+    };
+    gate.finish(&mb, permit, class, code).await;
+    gate.flush().await;
     if json {
         println!(
             "{}",
@@ -364,6 +396,7 @@ pub async fn run(flags: Flags) -> ExitCode {
 async fn prepare(
     mut cfg: Config,
     flags: &Flags,
+    store: &StateStore,
     demo: &mut Option<Demo>,
 ) -> anyhow::Result<(Config, Vec<auth::BasicAuthFinding>)> {
     // From the whole config, before sharding: with shards, each domain's finding comes
@@ -389,11 +422,15 @@ async fn prepare(
             "sharding"
         );
     }
-    attach_demo(&mut cfg, &flags.state_dir, demo).await?;
+    attach_demo(&mut cfg, store, demo).await?;
     Ok((cfg, findings))
 }
 
 async fn run_inner(flags: Flags) -> anyhow::Result<ExitCode> {
+    if let Err(e) = web::check_listen_address(&flags.listen) {
+        eprintln!("smtp-canary: --web.listen-address {:?}: {e}", flags.listen);
+        return Ok(ExitCode::from(EXIT_CONFIG));
+    }
     let web_config = match &flags.web_config_file {
         None => None,
         Some(path) => match web::config::load(path) {
@@ -404,23 +441,25 @@ async fn run_inner(flags: Flags) -> anyhow::Result<ExitCode> {
             }
         },
     };
-    let metrics = Arc::new(Metrics::new());
-    let mut demo = None;
-    let (cfg, findings) = match config::load(&flags.config_file) {
-        Ok(cfg) => prepare(cfg, &flags, &mut demo).await?,
+    let cfg = match config::load(&flags.config_file) {
+        Ok(cfg) => cfg,
         Err(errors) => {
             print_config_errors(&errors);
             return Ok(ExitCode::from(EXIT_CONFIG));
         }
     };
-    metrics.config_loaded(true);
-    let store = StateStore::open(&flags.state_dir)
+    // Locked before anything is written into it (the demo CA file is).
+    let store = StateStore::open(&flags.state_dir, Role::Daemon)
         .with_context(|| format!("opening --state.dir {}", flags.state_dir.display()))?;
+    let metrics = Arc::new(Metrics::new());
+    let mut demo = None;
+    let (cfg, findings) = prepare(cfg, &flags, &store, &mut demo).await?;
+    metrics.config_loaded(true);
     let prober = Arc::new(prober(&cfg, &flags)?);
     let oauth = oauth_sources(&prober, &flags, Some(metrics.clone()))?;
     basic_auth_readiness(&findings, &metrics, true);
     let board = Arc::new(Board::new());
-    let (reload_tx, mut reload_rx) = mpsc::channel(4);
+    let (reload_tx, reload_rx) = mpsc::channel(1);
     let state = Arc::new(WebState::new(
         metrics.clone(),
         board.clone(),
@@ -430,21 +469,28 @@ async fn run_inner(flags: Flags) -> anyhow::Result<ExitCode> {
     let listener = web::bind(&flags.listen)
         .await
         .with_context(|| format!("listening on {}", flags.listen))?;
+    let address = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| flags.listen.clone());
     tracing::info!(
-        address = %flags.listen,
+        address = %address,
         https = state.web_config().tls.is_some(),
         basic_auth = state.web_config().auth.is_some(),
         mailboxes = cfg.mailboxes.len(),
         "smtp-canary started"
     );
 
+    // The web side outlives the probes: during shutdown `/-/ready` answers 503 rather
+    // than refusing connections, and the last scrape still sees the final results.
+    let (web_stop_tx, web_stop_rx) = watch::channel(false);
+    let web_task = tokio::spawn(web::serve(listener, state.clone(), web_stop_rx));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let web_task = tokio::spawn(web::serve(listener, state.clone(), stop_rx.clone()));
     let shared = Arc::new(Shared::new(
         prober.clone(),
         metrics.clone(),
         board,
-        Some(store),
+        Some(store.clone()),
     ));
     let weak = Arc::downgrade(&shared);
     metrics.set_before_render(Box::new(move || {
@@ -468,43 +514,142 @@ async fn run_inner(flags: Flags) -> anyhow::Result<ExitCode> {
     state.ready.store(true, Ordering::Relaxed);
 
     let mut term = signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut hup = signal(tokio::signal::unix::SignalKind::hangup())?;
+    let (hup_tx, hup_rx) = mpsc::channel(1);
+    let reloader = Reloader {
+        flags: flags.clone(),
+        store,
+        demo,
+        prober,
+        metrics: metrics.clone(),
+        scheduler,
+        oauth,
+        audit,
+        web: state.clone(),
+    };
+    // Reloads run in their own task, each under a deadline, so the signal loop below
+    // always answers: SIGTERM stops the daemon even while a reload is stuck.
+    let worker = tokio::spawn(reloader.run(hup_rx, reload_rx, stop_rx));
     loop {
-        let done = tokio::select! {
-            _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT received; shutting down"); break; }
+        tokio::select! {
+            _ = int.recv() => { tracing::info!("SIGINT received; shutting down"); break; }
             _ = term.recv() => { tracing::info!("SIGTERM received; shutting down"); break; }
-            _ = hup.recv() => { tracing::info!("SIGHUP received; reloading the config"); None }
-            Some(done) = reload_rx.recv() => { tracing::info!("reload requested over HTTP"); Some(done) }
-        };
-        let mut outcome = reload(
-            &flags,
-            &mut demo,
-            &prober,
-            &metrics,
-            &mut scheduler,
-            &oauth,
-            &audit,
-        )
-        .await;
-        if outcome.is_ok() {
-            outcome = reload_web_config(&flags, &state).await;
-            if outcome.is_err() {
-                metrics.config_loaded(false);
+            _ = hup.recv() => {
+                if hup_tx.try_send(()).is_err() {
+                    tracing::info!("SIGHUP received while a reload is pending; it is covered by that reload");
+                } else {
+                    tracing::info!("SIGHUP received; reloading the config");
+                }
             }
         }
-        if let Some(done) = done {
-            let _ = done.send(outcome.map_err(|e| format!("{e:#}")));
-        }
     }
+    // A second SIGTERM or SIGINT does not wait for the probes in flight. Their sends are
+    // on disk already, so this is as safe as kill -9.
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        tracing::warn!("second signal received; exiting now without waiting for probes in flight");
+        std::process::exit(1);
+    });
     state.ready.store(false, Ordering::Relaxed);
     let _ = stop_tx.send(true);
-    scheduler.shutdown().await;
+    let reloader = worker.await.context("the reload task failed")?;
+    reloader.scheduler.shutdown().await;
     // A token request still running may have rotated the refresh token: let it store it.
-    oauth.drain(std::time::Duration::from_secs(20)).await;
-    audit.join().await;
+    reloader.oauth.drain(RELOAD_DEADLINE).await;
+    reloader.audit.join().await;
+    let _ = web_stop_tx.send(true);
     let _ = web_task.await;
     tracing::info!("all probes finished; bye");
     Ok(ExitCode::SUCCESS)
+}
+
+/// How long `probe NAME` waits for another `probe` holding the state directory.
+const PROBE_LOCK_WAIT: Duration = Duration::from_secs(60);
+
+/// The longest one reload may take (reading the config, its secret and CA files, the web
+/// config). Every file read is bounded and non-blocking already; this is the backstop.
+const RELOAD_DEADLINE: Duration = Duration::from_secs(20);
+
+/// What a reload changes, owned by the reload task between reloads.
+struct Reloader {
+    flags: Flags,
+    store: StateStore,
+    demo: Option<Demo>,
+    prober: Arc<Prober>,
+    metrics: Arc<Metrics>,
+    scheduler: Scheduler,
+    oauth: CredentialSources,
+    audit: crate::audit::AuditTask,
+    web: Arc<WebState>,
+}
+
+impl Reloader {
+    /// Serves reload requests (SIGHUP, `POST /-/reload`) one at a time until `stop`;
+    /// returns itself for the shutdown. A request that arrives during a reload is
+    /// answered at once by the web side (`reloading`); a SIGHUP is queued (at most one).
+    async fn run(
+        mut self,
+        mut hup: mpsc::Receiver<()>,
+        mut http: mpsc::Receiver<web::ReloadRequest>,
+        mut stop: watch::Receiver<bool>,
+    ) -> Reloader {
+        loop {
+            let done = tokio::select! {
+                Some(()) = hup.recv() => None,
+                Some(done) = http.recv() => {
+                    tracing::info!("reload requested over HTTP");
+                    Some(done)
+                }
+                _ = crate::scheduler::stopped(&mut stop) => break,
+            };
+            self.web.reloading.store(true, Ordering::SeqCst);
+            let outcome = tokio::select! {
+                r = tokio::time::timeout(RELOAD_DEADLINE, self.reload_all()) => match r {
+                    Ok(r) => r,
+                    Err(_) => {
+                        self.metrics.config_loaded(false);
+                        tracing::error!(deadline_seconds = RELOAD_DEADLINE.as_secs(), "reload did not finish in time; the previous config stays active");
+                        Err(anyhow::anyhow!("the reload did not finish within {RELOAD_DEADLINE:?}; the previous config stays active"))
+                    }
+                },
+                // Shutdown abandons a reload at its next wait; nothing is half-applied
+                // (applying the new config never waits).
+                _ = crate::scheduler::stopped(&mut stop) => Err(anyhow::anyhow!("shutting down")),
+            };
+            self.web.reloading.store(false, Ordering::SeqCst);
+            if let Some(done) = done {
+                let _ = done.send(outcome.map_err(|e| format!("{e:#}")));
+            }
+            if *stop.borrow() {
+                break;
+            }
+        }
+        self
+    }
+
+    /// The config, then the web config; either failing keeps the previous one.
+    async fn reload_all(&mut self) -> anyhow::Result<()> {
+        reload(
+            &self.flags,
+            &self.store,
+            &mut self.demo,
+            &self.prober,
+            &self.metrics,
+            &mut self.scheduler,
+            &self.oauth,
+            &self.audit,
+        )
+        .await?;
+        let outcome = reload_web_config(&self.flags, &self.web).await;
+        if outcome.is_err() {
+            self.metrics.config_loaded(false);
+        }
+        outcome
+    }
 }
 
 /// Re-reads `--web.config.file` (rotated certificates, changed users); a bad one keeps
@@ -528,8 +673,10 @@ async fn reload_web_config(flags: &Flags, state: &WebState) -> anyhow::Result<()
 
 /// Re-reads the config. A bad one keeps the old config running and sets
 /// `config_last_reload_successful 0`; a good one is applied without losing state.
+#[allow(clippy::too_many_arguments)]
 async fn reload(
     flags: &Flags,
+    store: &StateStore,
     demo: &mut Option<Demo>,
     prober: &Arc<Prober>,
     metrics: &Metrics,
@@ -552,7 +699,7 @@ async fn reload(
         Err(e) => Err(anyhow::anyhow!("reading the config failed: {e}")),
     };
     let prepared = match loaded {
-        Ok(cfg) => prepare(cfg, flags, demo).await,
+        Ok(cfg) => prepare(cfg, flags, store, demo).await,
         Err(e) => Err(e),
     };
     let (cfg, findings) = match prepared {

@@ -26,32 +26,8 @@ pub const PHASE_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
 ];
 
-/// Why a due probe did not run (`reason` label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SkipReason {
-    Budget,
-    Backoff,
-    Concurrency,
-    Shutdown,
-}
-
-impl SkipReason {
-    pub const ALL: [SkipReason; 4] = [
-        SkipReason::Budget,
-        SkipReason::Backoff,
-        SkipReason::Concurrency,
-        SkipReason::Shutdown,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SkipReason::Budget => "budget",
-            SkipReason::Backoff => "backoff",
-            SkipReason::Concurrency => "concurrency",
-            SkipReason::Shutdown => "shutdown",
-        }
-    }
-}
+/// Why a due probe did not run (`reason` label); owned by the send gate.
+pub use crate::gate::SkipReason;
 
 /// The exporter's metrics.
 pub struct Metrics {

@@ -3,18 +3,16 @@
 //! falls due while the previous one still runs is skipped and counted, never queued, and
 //! one stuck server cannot delay any other mailbox.
 //!
-//! Before each probe the task consults the mailbox's [`Ledger`]: a back-off or a spent
-//! budget skips the probe (counted by reason). The send is recorded, durably, right
-//! before the message is written. A reload ([`Scheduler::apply`]) keeps the tasks of
+//! Before each probe the task asks the [`SendGate`]: a back-off, a spent budget, the
+//! provider's per-minute share or a state directory that cannot record the send skips
+//! the probe (counted by reason). A reload ([`Scheduler::apply`]) keeps the tasks of
 //! unchanged mailboxes, so their schedules and ledgers carry on.
 //!
 //! The scheduler also owns the "what happened last" board that the status page reads.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -22,10 +20,12 @@ use tokio::time::Instant;
 
 use crate::auth::{CredentialSource, Credentials};
 use crate::config::Mailbox;
-use crate::metrics::{Metrics, SkipReason};
-use crate::probe::{ProbeResult, Prober, SendHook, Template};
+pub use crate::gate::unix_now;
+use crate::gate::{SendGate, SkipReason};
+use crate::metrics::Metrics;
+use crate::probe::{ProbeResult, Prober, Template};
 use crate::quota::{self, Ledger};
-use crate::state::{Loaded, StateStore};
+use crate::state::StateStore;
 
 /// The last results of one mailbox, for the status page.
 #[derive(Debug, Clone)]
@@ -117,16 +117,15 @@ pub struct Shared {
     pub prober: Arc<Prober>,
     pub metrics: Arc<Metrics>,
     pub board: Arc<Board>,
-    /// Where ledgers persist; `None` keeps them in memory only (tests).
-    pub store: Option<StateStore>,
-    /// Each mailbox's ledger, by name; kept across reloads.
-    pub ledgers: Mutex<HashMap<String, Arc<Mutex<Ledger>>>>,
+    /// Every mailbox's ledger and the budget, rate and state checks before a probe.
+    pub gate: SendGate,
     /// The mailboxes of the config in force: a removed mailbox's clean-up skips a name
     /// that a later reload brought back.
     active: Mutex<HashMap<String, Arc<Mailbox>>>,
 }
 
 impl Shared {
+    /// `store` is where ledgers persist; `None` keeps them in memory only (tests).
     pub fn new(
         prober: Arc<Prober>,
         metrics: Arc<Metrics>,
@@ -137,56 +136,8 @@ impl Shared {
             prober,
             metrics,
             board,
-            store,
-            ledgers: Mutex::new(HashMap::new()),
+            gate: SendGate::new(store),
             active: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// The mailbox's ledger, loaded from the state directory on first use.
-    async fn ledger(&self, name: &str) -> Arc<Mutex<Ledger>> {
-        if let Some(l) = lock(&self.ledgers).get(name) {
-            return l.clone();
-        }
-        let now = unix_now();
-        let loaded = match &self.store {
-            None => Loaded::Fresh(Ledger::default()),
-            Some(store) => {
-                let store = store.clone();
-                let n = name.to_owned();
-                tokio::task::spawn_blocking(move || store.load(&n, now))
-                    .await
-                    .unwrap_or_else(|e| Loaded::Corrupt {
-                        moved_to: None,
-                        reason: format!("state task failed: {e}"),
-                    })
-            }
-        };
-        let ledger = match loaded {
-            Loaded::Fresh(l) | Loaded::Ok(l) => l,
-            Loaded::Corrupt { moved_to, reason } => {
-                tracing::error!(
-                    mailbox = %name,
-                    reason = %reason,
-                    moved_to = %moved_to.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
-                    "state file is corrupt; treating today's budget as spent (no canary for 24 h) rather than risk sending too much"
-                );
-                let l = Ledger::spent(now);
-                self.persist(name, &l).await;
-                l
-            }
-        };
-        lock(&self.ledgers)
-            .entry(name.to_owned())
-            .or_insert_with(|| Arc::new(Mutex::new(ledger)))
-            .clone()
-    }
-
-    async fn persist(&self, name: &str, ledger: &Ledger) {
-        if let Some(store) = &self.store
-            && let Err(e) = store.save(name, ledger.clone()).await
-        {
-            tracing::error!(mailbox = %name, error = %e, "cannot persist the send ledger");
         }
     }
 
@@ -195,10 +146,8 @@ impl Shared {
     pub fn publish_all_quotas(&self) {
         let now = unix_now();
         let active: Vec<Arc<Mailbox>> = lock(&self.active).values().cloned().collect();
-        let ledgers = lock(&self.ledgers).clone();
         for mb in active {
-            if let Some(l) = ledgers.get(&mb.name) {
-                let l = lock(l).clone();
+            if let Some(l) = self.gate.snapshot(&mb.name) {
                 self.publish_quota(&mb, &l, now);
             }
         }
@@ -213,13 +162,6 @@ impl Shared {
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A poisoned lock only means a panic elsewhere; the data is still usable.
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// How the first probes are placed.
@@ -292,7 +234,7 @@ impl Scheduler {
                     let _ = r.handle.await;
                     if !lock(&shared.active).contains_key(&n) {
                         shared.metrics.remove_mailbox(&n);
-                        lock(&shared.ledgers).remove(&n);
+                        shared.gate.forget(&n);
                         tracing::info!(mailbox = %n, "mailbox removed");
                     }
                 });
@@ -370,18 +312,7 @@ impl Scheduler {
             }
         }
         // A clean stop leaves the exact ledgers, without reservations.
-        let reserved: Vec<(String, Ledger)> = lock(&self.shared.ledgers)
-            .iter()
-            .filter_map(|(name, l)| {
-                let l = lock(l);
-                l.reserved
-                    .is_some()
-                    .then(|| (name.clone(), l.without_reservation()))
-            })
-            .collect();
-        for (name, l) in reserved {
-            self.shared.persist(&name, &l).await;
-        }
+        self.shared.gate.flush().await;
     }
 
     pub fn len(&self) -> usize {
@@ -412,32 +343,6 @@ fn jittered(interval: Duration) -> Duration {
     interval.mul_f64(0.9 + 0.2 * rand::random::<f64>())
 }
 
-/// Records a send in the ledger, durably, right before the message is written: a crash
-/// mid-DATA must still count against the budget.
-struct LedgerHook<'a> {
-    shared: &'a Shared,
-    mailbox: &'a Mailbox,
-    ledger: Arc<Mutex<Ledger>>,
-}
-
-impl SendHook for LedgerHook<'_> {
-    fn before_send(&self, recipients: u32) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        Box::pin(async move {
-            let now = unix_now();
-            let chunk = quota::reservation_chunk(quota::daily_budget(self.mailbox));
-            let (write, snapshot) = {
-                let mut l = lock(&self.ledger);
-                let write = l.record_send(now, recipients, chunk);
-                (write, l.clone())
-            };
-            if write {
-                self.shared.persist(&self.mailbox.name, &snapshot).await;
-            }
-            self.shared.publish_quota(self.mailbox, &snapshot, now);
-        })
-    }
-}
-
 impl MailboxTask {
     async fn run(mut self, first: Duration, previous: Option<JoinHandle<()>>) {
         // A restarted mailbox waits for its old task's probe in flight: never two at once.
@@ -445,7 +350,7 @@ impl MailboxTask {
             let _ = p.await;
         }
         let name = self.mailbox.name.clone();
-        let ledger = self.shared.ledger(&name).await;
+        let ledger = self.shared.gate.ledger(&name).await;
         {
             let l = lock(&ledger).clone();
             self.shared.publish_quota(&self.mailbox, &l, unix_now());
@@ -464,7 +369,7 @@ impl MailboxTask {
                 break;
             }
             self.shared.metrics.observe_lateness(due.elapsed());
-            self.tick(&ledger).await;
+            self.tick().await;
 
             due += jittered(self.mailbox.interval);
             let now = Instant::now();
@@ -478,59 +383,43 @@ impl MailboxTask {
         tracing::debug!(mailbox = %name, "mailbox task stopped");
     }
 
-    /// One due slot: skip (back-off, budget) or probe.
-    async fn tick(&self, ledger: &Arc<Mutex<Ledger>>) {
+    /// One due slot: skip (back-off, budget, rate, state) or probe.
+    async fn tick(&self) {
         let mb = &*self.mailbox;
-        let now = unix_now();
-        let budget = quota::daily_budget(mb);
-        let skip = {
-            let mut l = lock(ledger);
-            l.prune(now);
-            match l.paused(now) {
-                Some(quota::PauseReason::Budget) => Some(SkipReason::Budget),
-                Some(quota::PauseReason::Backoff) => Some(SkipReason::Backoff),
-                None if l.budget_remaining(budget, now) <= 0 => Some(SkipReason::Budget),
-                None => None,
+        let permit = match self.shared.gate.admit(mb).await {
+            Ok(p) => p,
+            Err(refusal) => {
+                self.shared.metrics.skipped(&mb.name, refusal.reason);
+                if refusal.reason == SkipReason::State {
+                    tracing::error!(mailbox = %mb.name, reason = refusal.reason.as_str(), detail = %refusal.detail, "probe skipped: a send that cannot be recorded is not made");
+                } else {
+                    tracing::info!(mailbox = %mb.name, reason = refusal.reason.as_str(), detail = %refusal.detail, "probe skipped");
+                }
+                if let Some(l) = self.shared.gate.snapshot(&mb.name) {
+                    self.shared.publish_quota(mb, &l, unix_now());
+                }
+                return;
             }
         };
-        if let Some(reason) = skip {
-            self.shared.metrics.skipped(&mb.name, reason);
-            tracing::info!(mailbox = %mb.name, reason = reason.as_str(), "probe skipped");
-            let l = lock(ledger).clone();
-            self.shared.publish_quota(mb, &l, now);
-            return;
-        }
-
-        let hook = LedgerHook {
-            shared: &self.shared,
-            mailbox: mb,
-            ledger: ledger.clone(),
-        };
+        // The permit records the send right before the message is written; its
+        // reservation is on disk already, so a crash mid-DATA still counts.
         let result = self
             .shared
             .prober
-            .probe_full(mb, &self.template, &self.creds, Some(&hook))
+            .probe_full(mb, &self.template, &self.creds, Some(&permit))
             .await;
         log_result(&result);
 
-        let now = unix_now();
         let (class, code) = match &result.failure {
             Some(f) => (Some(f.class), f.code.as_str()),
             None => (None, ""),
         };
-        let (pause, snapshot) = {
-            let mut l = lock(ledger);
-            let before = (l.paused_until, l.strikes);
-            let pause = l.after_probe(now, mb.interval, class, code);
-            let changed = before != (l.paused_until, l.strikes);
-            (pause, changed.then(|| l.clone()))
-        };
+        let pause = self.shared.gate.finish(mb, permit, class, code).await;
         if let Some(p) = pause {
             tracing::warn!(mailbox = %mb.name, pause_seconds = p.as_secs(), code = %code, "backing off after a throttling or quota reply");
         }
-        if let Some(l) = snapshot {
-            self.shared.persist(&mb.name, &l).await;
-            self.shared.publish_quota(mb, &l, now);
+        if let Some(l) = self.shared.gate.snapshot(&mb.name) {
+            self.shared.publish_quota(mb, &l, unix_now());
         }
         self.shared.metrics.record(&result);
         self.shared.board.record(result);

@@ -1,6 +1,10 @@
 //! Durable state in `--state.dir`: one small JSON file per mailbox holding its
 //! [`Ledger`] (sends of the last day, pauses), so the budget survives restarts and
-//! `kill -9`.
+//! `kill -9`; and the directory's lock, so two processes never share one ledger.
+//!
+//! The directory is checked before anything is written into it (it must be ours, not
+//! writable by others), files in it are never read or written through symbolic links,
+//! and new files are created exclusively under unguessable temporary names.
 //!
 //! Every write is atomic: a temp file, fsync, rename, fsync of the directory. A file that
 //! cannot be read or parsed is never reset silently: it is moved aside
@@ -8,8 +12,13 @@
 //! having spent today's budget, because sending too much is worse than skipping a day.
 
 use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
+use crate::fsutil;
 use crate::quota::Ledger;
 
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +28,14 @@ pub enum StateError {
         path: String,
         source: std::io::Error,
     },
+    /// The directory is not safe to write into as this user (see [`StateStore::open`]).
+    #[error("state directory {path}: {reason}")]
+    Unsafe { path: String, reason: String },
+    /// Another process holds the directory's lock.
+    #[error(
+        "state directory {path} is in use by another smtp-canary ({holder}); two processes must not share one send ledger. Stop it, or use another --state.dir"
+    )]
+    Locked { path: String, holder: String },
     #[error("writing {path}: {source}")]
     Write {
         path: String,
@@ -43,27 +60,101 @@ pub enum Loaded {
     },
 }
 
-/// The state directory.
+/// Who holds the state directory's lock, written into the lock file for the message
+/// another process shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Daemon,
+    /// `smtp-canary probe NAME`.
+    Probe,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::Daemon => "daemon",
+            Role::Probe => "probe",
+        }
+    }
+}
+
+/// The lock file's name in the state directory.
+pub const LOCK_FILE: &str = ".lock";
+
+/// The state directory, locked for this process. The lock is an `flock` on
+/// [`LOCK_FILE`]: the kernel drops it when the process dies, `kill -9` included.
 #[derive(Debug, Clone)]
 pub struct StateStore {
     dir: PathBuf,
+    _lock: Arc<std::fs::File>,
 }
 
 impl StateStore {
-    /// Opens (creating) the directory; mode 0700, it may hold refresh tokens too.
-    pub fn open(dir: &Path) -> Result<StateStore, StateError> {
+    /// Opens (creating, mode 0700) and locks the directory. It may hold refresh tokens
+    /// and decides how many canaries are sent, so it must be ours: a directory another
+    /// (non-root) user owns is refused; one that others can write is fixed to 0700 when
+    /// it is ours and refused otherwise. Group write is accepted only for our own group
+    /// (a Kubernetes volume with `fsGroup`). Fails at once if another process holds it.
+    pub fn open(dir: &Path, role: Role) -> Result<StateStore, StateError> {
+        Self::open_waiting(dir, role, Duration::ZERO)
+    }
+
+    /// Like [`StateStore::open`], waiting up to `wait` for another `probe` command to
+    /// finish (a daemon holds the lock for its whole life: that fails at once).
+    pub fn open_waiting(dir: &Path, role: Role, wait: Duration) -> Result<StateStore, StateError> {
+        let shown = dir.display().to_string();
         let err = |source| StateError::Dir {
-            path: dir.display().to_string(),
+            path: shown.clone(),
             source,
         };
-        std::fs::create_dir_all(dir).map_err(err)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(err)?;
+        check_dir(dir).map_err(|reason| StateError::Unsafe {
+            path: shown.clone(),
+            reason,
+        })?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(dir.join(LOCK_FILE))
+            .map_err(err)?;
+        let until = std::time::Instant::now() + wait;
+        loop {
+            // SAFETY: flock on a file descriptor we own; no memory is involved.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                break;
+            }
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(err(e));
+            }
+            let holder = std::fs::read_to_string(dir.join(LOCK_FILE))
+                .ok()
+                .map(|s| s.trim().chars().take(64).collect::<String>())
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "unknown process".to_string());
+            if holder.starts_with(Role::Daemon.as_str()) || std::time::Instant::now() >= until {
+                return Err(StateError::Locked {
+                    path: shown,
+                    holder,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
+        // Who holds it, for the next process's message; failing to say so is harmless.
+        let mut f = &file;
+        let _ = file.set_len(0);
+        let _ = write!(f, "{} pid {}", role.as_str(), std::process::id());
         Ok(StateStore {
             dir: dir.to_path_buf(),
+            _lock: Arc::new(file),
         })
     }
 
@@ -72,27 +163,21 @@ impl StateStore {
     }
 
     fn path(&self, mailbox: &str) -> PathBuf {
-        // Mailbox names are [A-Za-z0-9_.-]+ (validated), so they are safe file names;
-        // the prefix keeps `.`/`..` impossible.
+        // Mailbox names are [A-Za-z0-9_.-]{1,MAX_NAME_LEN} (validated), so they are safe
+        // file names of bounded length; the prefix keeps `.`/`..` impossible.
         self.dir.join(format!("mailbox-{mailbox}.json"))
     }
 
     /// Reads a mailbox's ledger (blocking; call at start or via spawn_blocking).
     pub fn load(&self, mailbox: &str, now: u64) -> Loaded {
         let path = self.path(mailbox);
-        let bytes = match std::fs::read(&path) {
+        let bytes = match fsutil::read_nofollow(&path, fsutil::STATE) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Loaded::Fresh(Ledger::default());
-            }
+            Err(fsutil::FileError::NotFound) => return Loaded::Fresh(Ledger::default()),
             Err(e) => return self.corrupt(&path, format!("unreadable: {e}"), now),
         };
-        match serde_json::from_slice::<Ledger>(&bytes) {
-            Ok(mut l) => {
-                l.settle_reservation();
-                l.prune(now);
-                Loaded::Ok(l)
-            }
+        match parse_ledger(&bytes, now) {
+            Ok(l) => Loaded::Ok(l),
             Err(e) => self.corrupt(&path, format!("not valid state: {e}"), now),
         }
     }
@@ -123,12 +208,56 @@ impl StateStore {
     }
 }
 
+/// Parses a ledger file's bytes: the sends a previous process reserved count as made,
+/// and sends older than a day are dropped.
+pub fn parse_ledger(bytes: &[u8], now: u64) -> Result<Ledger, serde_json::Error> {
+    let mut l = serde_json::from_slice::<Ledger>(bytes)?;
+    l.settle_reservation();
+    l.prune(now);
+    Ok(l)
+}
+
+/// Whether `dir` is safe to keep the ledger in (see [`StateStore::open`]); fixes the
+/// mode of a directory of ours that others could write.
+fn check_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = std::fs::metadata(dir).map_err(|e| e.to_string())?;
+    if !meta.is_dir() {
+        return Err("is not a directory".to_string());
+    }
+    // SAFETY: geteuid/getegid have no preconditions and cannot fail.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    let mode = meta.mode() & 0o7777;
+    let group_ok = mode & 0o020 == 0 || meta.gid() == gid;
+    let others_ok = mode & 0o002 == 0;
+    if meta.uid() == uid {
+        if !(group_ok && others_ok) {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| {
+                format!("mode {mode:o} lets other users write it, and chmod 0700 failed: {e}")
+            })?;
+            tracing::warn!(path = %dir.display(), mode = format!("{mode:o}"), "the state directory was writable by other users; its mode is now 0700");
+        }
+        return Ok(());
+    }
+    if meta.uid() != 0 {
+        return Err(format!(
+            "is owned by uid {}, not by this process (uid {uid}); another user could plant links or edit the send ledger. chown it, or use another --state.dir",
+            meta.uid()
+        ));
+    }
+    if !(group_ok && others_ok) {
+        return Err(format!(
+            "mode {mode:o} lets other users write it; make it writable by this user only (chmod 0700), or use another --state.dir"
+        ));
+    }
+    Ok(())
+}
+
 /// Replaces `path` atomically with `bytes`: a uniquely named temp file (mode 0600, never
 /// shared by two writers), fsync, rename, fsync of the directory. A crash leaves the old
 /// file or the new one, never a torn one. Blocking. Used for every file in the state
 /// directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -145,6 +274,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
             .write(true)
             .create_new(true)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
@@ -165,7 +295,7 @@ mod tests {
     #[test]
     fn roundtrip_and_corrupt_file_is_moved_aside() {
         let dir = tempfile::tempdir().unwrap();
-        let s = StateStore::open(dir.path()).unwrap();
+        let s = StateStore::open(dir.path(), Role::Daemon).unwrap();
         assert!(matches!(s.load("a", 100), Loaded::Fresh(_)));
         let mut l = Ledger::default();
         l.record(100, 2);
@@ -182,5 +312,41 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(!dir.path().join("mailbox-a.json").exists());
+    }
+
+    #[test]
+    fn a_second_process_cannot_take_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = StateStore::open(dir.path(), Role::Daemon).unwrap();
+        // flock locks belong to the open file description: a second open conflicts even
+        // within one process, as another process would.
+        let e = StateStore::open_waiting(dir.path(), Role::Probe, Duration::from_millis(200))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("in use by another smtp-canary (daemon pid"),
+            "{e}"
+        );
+        drop(held);
+        StateStore::open(dir.path(), Role::Probe).unwrap();
+    }
+
+    #[test]
+    fn an_open_directory_of_ours_is_fixed_and_links_are_not_followed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let s = StateStore::open(dir.path(), Role::Daemon).unwrap();
+        let mode = std::fs::metadata(dir.path()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        // A link planted where a ledger goes is not read through (it counts as a corrupt
+        // file: today's budget is spent) and is replaced, not followed, on write.
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"keep").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join("mailbox-a.json")).unwrap();
+        assert!(matches!(s.load("a", 1), Loaded::Corrupt { .. }));
+        std::os::unix::fs::symlink(&victim, dir.path().join("mailbox-b.json")).unwrap();
+        s.save_blocking("b", &Ledger::default()).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
     }
 }

@@ -61,6 +61,34 @@ impl Credentials {
         }
     }
 
+    /// Every form in which these credentials cross the wire, for a [`Redactor`]: the
+    /// password and the token as they are, and the base64 of each SASL payload and
+    /// line (PLAIN, both LOGIN lines, XOAUTH2), without padding so an echo that drops
+    /// or changes it still matches.
+    ///
+    /// [`Redactor`]: crate::redact::Redactor
+    pub fn secret_forms(&self) -> Vec<String> {
+        use base64::engine::general_purpose::STANDARD_NO_PAD as B64_NO_PAD;
+        match self {
+            Credentials::None => Vec::new(),
+            Credentials::Password { username, password } => {
+                let pw = password.expose();
+                vec![
+                    pw.to_owned(),
+                    B64_NO_PAD.encode(pw),
+                    format!("\0{username}\0{pw}"),
+                    B64_NO_PAD.encode(format!("\0{username}\0{pw}")),
+                    B64_NO_PAD.encode(username),
+                ]
+            }
+            Credentials::Bearer { username, token } => {
+                let t = token.expose();
+                let payload = format!("user={username}\x01auth=Bearer {t}\x01\x01");
+                vec![t.to_owned(), B64_NO_PAD.encode(&payload), payload]
+            }
+        }
+    }
+
     /// Mechanisms these credentials can use, best first.
     pub fn mechanisms(&self) -> &'static [Mechanism] {
         match self {

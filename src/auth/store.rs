@@ -78,11 +78,22 @@ impl RefreshStore {
     /// The stored refresh token, if there is one that descends from the configured one
     /// for the same endpoint and client; `Ok(None)` when there is no usable file.
     pub async fn load(&self) -> Result<Option<Secret>, StoreError> {
-        let text = match tokio::fs::read_to_string(&self.path).await {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(self.io(e)),
+        // Our own file, in our own directory: never through a link, and bounded.
+        let path = self.path.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            crate::fsutil::read_nofollow(&path, crate::fsutil::TOKEN_STORE)
+        })
+        .await
+        .map_err(|e| self.io(std::io::Error::other(e.to_string())))?;
+        let bytes = match read {
+            Ok(b) => b,
+            Err(crate::fsutil::FileError::NotFound) => return Ok(None),
+            Err(e) => return Err(self.io(std::io::Error::other(e.to_string()))),
         };
+        let text = String::from_utf8(bytes).map_err(|_| StoreError::Corrupt {
+            path: self.path.display().to_string(),
+            reason: "not UTF-8".to_string(),
+        })?;
         // serde_json's messages quote no input values, so the token cannot leak here.
         let stored: Stored = serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
             path: self.path.display().to_string(),

@@ -234,9 +234,9 @@ pub struct AuditDomain {
     pub dkim_selectors: Vec<String>,
 }
 
-/// A config error, located in the file.
+/// A config error, located in the file. Line 0 means the error is about the file as a
+/// whole (unreadable, not UTF-8, too large): it is shown without a location.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}:{line}:{column}: {key}: {message}")]
 pub struct ConfigError {
     pub file: String,
     pub line: u64,
@@ -246,17 +246,41 @@ pub struct ConfigError {
     pub message: String,
 }
 
-/// Reads, validates and resolves the config file at `path`, loading secrets.
-pub fn load(path: &Path) -> Result<Config, Vec<ConfigError>> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.line, self.key.is_empty()) {
+            (0, true) => write!(f, "{}: {}", self.file, self.message),
+            (0, false) => write!(f, "{}: {}: {}", self.file, self.key, self.message),
+            _ => write!(
+                f,
+                "{}:{}:{}: {}: {}",
+                self.file, self.line, self.column, self.key, self.message
+            ),
+        }
+    }
+}
+
+/// Reads the config file's text: a regular file of at most [`crate::fsutil::CONFIG`]
+/// bytes, UTF-8, opened without blocking (a FIFO is refused, not waited on).
+fn read_config(path: &Path) -> Result<String, Vec<ConfigError>> {
+    let whole_file = |message: String| {
         vec![ConfigError {
             file: path.display().to_string(),
             line: 0,
             column: 0,
             key: String::new(),
-            message: format!("cannot read config file: {e}"),
+            message,
         }]
-    })?;
+    };
+    crate::fsutil::read_text(path, crate::fsutil::CONFIG).map_err(|e| match e {
+        Some(e) => whole_file(format!("cannot read config file: {e}")),
+        None => whole_file("config file is not valid UTF-8".to_string()),
+    })
+}
+
+/// Reads, validates and resolves the config file at `path`, loading secrets.
+pub fn load(path: &Path) -> Result<Config, Vec<ConfigError>> {
+    let text = read_config(path)?;
     parse(&text, path)
 }
 
@@ -270,15 +294,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, Vec<ConfigError>> {
 /// every rule is checked, but no secret is read (each is left empty), so the command
 /// works without the daemon's environment.
 pub fn load_without_secrets(path: &Path) -> Result<Config, Vec<ConfigError>> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        vec![ConfigError {
-            file: path.display().to_string(),
-            line: 0,
-            column: 0,
-            key: String::new(),
-            message: format!("cannot read config file: {e}"),
-        }]
-    })?;
+    let text = read_config(path)?;
     parse_inner(
         text.as_str(),
         path,

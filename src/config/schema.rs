@@ -15,6 +15,90 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 pub(super) type S<T> = Option<Spanned<T>>;
+
+/// A non-string value (a number, a switch) as whatever YAML type the file gave it. A value
+/// of the wrong type (`port: abc`, `allow_insecure_auth: 'yes'`) is then one more error
+/// that `validate.rs` reports beside the others, instead of serde stopping the whole load
+/// at it, and a quoted string is never taken for a boolean or a number.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Scalar {
+    Bool(bool),
+    Int(i64),
+    Float,
+    Str,
+    /// A list, mapping or null where a scalar belongs (`tree.rs` reports those).
+    Other,
+}
+
+impl Scalar {
+    /// What the file had, for "expected X, found Y" messages. Never the value itself.
+    pub(super) fn kind(&self) -> &'static str {
+        match self {
+            Scalar::Bool(_) => "a boolean",
+            Scalar::Int(_) => "an integer",
+            Scalar::Float => "a decimal number",
+            Scalar::Str => "a string",
+            Scalar::Other => "not a single value",
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Scalar, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a value")
+            }
+            fn visit_bool<E>(self, b: bool) -> Result<Scalar, E> {
+                Ok(Scalar::Bool(b))
+            }
+            fn visit_i64<E>(self, n: i64) -> Result<Scalar, E> {
+                Ok(Scalar::Int(n))
+            }
+            fn visit_u64<E>(self, n: u64) -> Result<Scalar, E> {
+                // Beyond i64 is out of every range we check anyway.
+                Ok(Scalar::Int(i64::try_from(n).unwrap_or(i64::MAX)))
+            }
+            fn visit_i128<E>(self, n: i128) -> Result<Scalar, E> {
+                Ok(Scalar::Int(
+                    n.clamp(i64::MIN as i128, i64::MAX as i128) as i64
+                ))
+            }
+            fn visit_u128<E>(self, n: u128) -> Result<Scalar, E> {
+                Ok(Scalar::Int(i64::try_from(n).unwrap_or(i64::MAX)))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Scalar, E> {
+                Ok(Scalar::Float)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Scalar, E> {
+                Ok(Scalar::Str)
+            }
+            fn visit_unit<E>(self) -> Result<Scalar, E> {
+                Ok(Scalar::Other)
+            }
+            fn visit_none<E>(self) -> Result<Scalar, E> {
+                Ok(Scalar::Other)
+            }
+            fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Scalar, D::Error> {
+                d.deserialize_any(V)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Scalar, A::Error> {
+                while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Scalar::Other)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Scalar, A::Error> {
+                while a
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(Scalar::Other)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
 pub(super) type List<T> = Option<Spanned<Vec<Spanned<T>>>>;
 
 #[derive(Debug, Default, Deserialize)]
@@ -39,7 +123,7 @@ pub(super) struct RawMailbox {
     pub name: S<String>,
     pub provider: S<String>,
     pub host: S<String>,
-    pub port: S<i64>,
+    pub port: S<Scalar>,
     pub security: S<String>,
     pub username: S<String>,
     pub password_env: S<String>,
@@ -51,7 +135,7 @@ pub(super) struct RawMailbox {
     pub interval: S<String>,
     pub timeout: S<String>,
     pub tls: S<RawTls>,
-    pub allow_insecure_auth: S<bool>,
+    pub allow_insecure_auth: S<Scalar>,
     pub source_address: S<String>,
     pub limits: S<RawLimits>,
     pub budget: S<RawBudget>,
@@ -81,16 +165,16 @@ pub(super) struct RawTls {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawLimits {
-    pub messages_per_minute: S<i64>,
-    pub messages_per_day: S<i64>,
-    pub recipients_per_day: S<i64>,
-    pub concurrent_connections: S<i64>,
+    pub messages_per_minute: S<Scalar>,
+    pub messages_per_day: S<Scalar>,
+    pub recipients_per_day: S<Scalar>,
+    pub concurrent_connections: S<Scalar>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawBudget {
-    pub messages_per_day: S<i64>,
+    pub messages_per_day: S<Scalar>,
 }
 
 #[derive(Debug, Default, Deserialize)]

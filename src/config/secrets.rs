@@ -84,9 +84,11 @@ pub(crate) fn from_env(name: &str, env: EnvLookup<'_>) -> Result<Secret, SecretE
 /// most editors add, and what Kubernetes secret mounts usually do not).
 pub(crate) fn from_file(path: &Path) -> Result<Secret, SecretError> {
     let shown = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| SecretError::FileUnreadable {
-        path: shown.clone(),
-        reason: io_reason(&e),
+    let bytes = crate::fsutil::read(path, crate::fsutil::SECRET).map_err(|e| {
+        SecretError::FileUnreadable {
+            path: shown.clone(),
+            reason: e.to_string(),
+        }
     })?;
     // Not `FromUtf8Error`'s message: it is harmless today, but nothing derived from the
     // content goes into a message.
@@ -101,16 +103,6 @@ pub(crate) fn from_file(path: &Path) -> Result<Secret, SecretError> {
         return Err(SecretError::FileEmpty(shown));
     }
     Ok(Secret(text))
-}
-
-/// A short, content-free description of an I/O error.
-pub(crate) fn io_reason(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => "no such file".to_string(),
-        std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
-        std::io::ErrorKind::IsADirectory => "is a directory".to_string(),
-        _ => e.to_string(),
-    }
 }
 
 #[cfg(test)]

@@ -800,14 +800,48 @@ fn ports() {
     assert_err(&e, 6, 11, "mailboxes[0].port", "port 0 is not valid");
     let e = f.err(&format!("{MB}    port: 70000\n"));
     assert_err(&e, 6, 11, "mailboxes[0].port", "out of range");
-    // A type error: serde's message, the key found back from the location.
+    // A type error is one more error among the others, at its key.
     let e = f.err(&format!("{MB}    port: submission\n"));
     assert_err(
         &e,
         6,
         11,
         "mailboxes[0].port",
-        "invalid value; expected a port number (1 to 65535)",
+        "expected a port number (1 to 65535), found a string",
+    );
+}
+
+#[test]
+fn a_value_of_the_wrong_type_hides_no_other_error() {
+    let f = Fixture::new();
+    let e = f.errs(&format!(
+        "{MB}    port: abc\n    security: bogus\n    allow_insecure_auth: 'yes'\n    limits: {{messages_per_minute: many}}\n"
+    ));
+    let keys: Vec<&str> = e.iter().map(|e| e.key.as_str()).collect();
+    for k in [
+        "mailboxes[0].port",
+        "mailboxes[0].security",
+        "mailboxes[0].allow_insecure_auth",
+        "mailboxes[0].limits.messages_per_minute",
+    ] {
+        assert!(keys.contains(&k), "{k} missing from {e:?}");
+    }
+    assert!(
+        e.iter()
+            .any(|e| e.message == "expected true or false (unquoted), found a string"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn names_longer_than_the_file_system_allows_are_refused_at_load() {
+    let f = Fixture::new();
+    let long = "n".repeat(super::validate::MAX_NAME_LEN + 1);
+    let e = f.errs(&MB.replace("name: a", &format!("name: {long}")));
+    assert!(
+        e.iter()
+            .any(|e| e.key == "mailboxes[0].name" && e.message.contains("the limit is 128")),
+        "{e:?}"
     );
 }
 

@@ -15,7 +15,9 @@ use serde_saphyr::{Location, Spanned};
 
 use super::diag::{Diag, unknown_choice};
 use super::duration::{format_duration, parse_duration};
-use super::schema::{RawAuditDomain, RawConfig, RawDnsAudit, RawGlobal, RawMailbox, RawOAuth2, S};
+use super::schema::{
+    RawAuditDomain, RawConfig, RawDnsAudit, RawGlobal, RawMailbox, RawOAuth2, S, Scalar,
+};
 use super::secrets::{self, EnvLookup};
 use super::{
     AuditDomain, AuthConfig, Budget, Config, DnsAudit, Global, Grant, Mailbox, Mechanism, OAuth2,
@@ -199,9 +201,48 @@ fn duration(
 
 /// A count such as a limit: at least 1. Zero is refused rather than read as "no limit",
 /// which is what leaving the key out means.
-fn count(ctx: &mut Ctx<'_>, v: &S<i64>, key: &str) -> Option<u32> {
+/// The integer of a [`Scalar`] key, or an error that names the type the file had.
+fn integer(ctx: &mut Ctx<'_>, v: &Spanned<Scalar>, key: &str, expected: &str) -> Option<i64> {
+    match v.value {
+        Scalar::Int(n) => Some(n),
+        ref other => {
+            ctx.err(
+                &v.referenced,
+                key,
+                format!("expected {expected}, found {}", other.kind()),
+            );
+            None
+        }
+    }
+}
+
+/// The boolean of a [`Scalar`] key: only an unquoted `true` or `false`, never a string
+/// such as `'yes'`.
+fn boolean(ctx: &mut Ctx<'_>, v: &S<Scalar>, key: &str) -> bool {
+    match v.as_ref() {
+        None => false,
+        Some(Spanned {
+            value: Scalar::Bool(b),
+            ..
+        }) => *b,
+        Some(v) => {
+            ctx.err(
+                &v.referenced,
+                key,
+                format!(
+                    "expected true or false (unquoted), found {}",
+                    v.value.kind()
+                ),
+            );
+            false
+        }
+    }
+}
+
+fn count(ctx: &mut Ctx<'_>, v: &S<Scalar>, key: &str) -> Option<u32> {
     let v = v.as_ref()?;
-    match u32::try_from(v.value) {
+    let n = integer(ctx, v, key, "a whole number")?;
+    match u32::try_from(n) {
         Ok(0) => {
             ctx.err(
                 &v.referenced,
@@ -215,7 +256,7 @@ fn count(ctx: &mut Ctx<'_>, v: &S<i64>, key: &str) -> Option<u32> {
             ctx.err(
                 &v.referenced,
                 key,
-                format!("{} is out of range (1 to {})", v.value, u32::MAX),
+                format!("{n} is out of range (1 to {})", u32::MAX),
             );
             None
         }
@@ -234,6 +275,17 @@ fn mailbox(
 
     let name = match &m.name {
         Some(n) if valid_name(&n.value) => n.value.clone(),
+        Some(n) if n.value.len() > MAX_NAME_LEN && valid_chars(&n.value) => {
+            ctx.err(
+                &n.referenced,
+                format!("{p}.name"),
+                format!(
+                    "the mailbox name is {} characters long; the limit is {MAX_NAME_LEN}, so that every file derived from it in --state.dir stays a valid file name",
+                    n.value.len()
+                ),
+            );
+            String::new()
+        }
         Some(n) => {
             ctx.err(
                 &n.referenced,
@@ -309,26 +361,36 @@ fn mailbox(
                 String::new()
             }
         };
+        let port_key = format!("{p}.port");
         port = match &m.port {
-            Some(v) => match u16::try_from(v.value) {
-                Ok(0) => {
-                    ctx.err(
-                        &v.referenced,
-                        format!("{p}.port"),
-                        "port 0 is not valid (1 to 65535; usually 587)",
-                    );
-                    0
+            Some(v) => {
+                match integer(ctx, v, &port_key, "a port number (1 to 65535)").map(u16::try_from) {
+                    None => 0,
+                    Some(Ok(0)) => {
+                        ctx.err(
+                            &v.referenced,
+                            format!("{p}.port"),
+                            "port 0 is not valid (1 to 65535; usually 587)",
+                        );
+                        0
+                    }
+                    Some(Ok(n)) => n,
+                    Some(Err(_)) => {
+                        ctx.err(
+                            &v.referenced,
+                            format!("{p}.port"),
+                            format!(
+                                "port {} is out of range (1 to 65535)",
+                                match v.value {
+                                    Scalar::Int(n) => n,
+                                    _ => 0,
+                                }
+                            ),
+                        );
+                        0
+                    }
                 }
-                Ok(n) => n,
-                Err(_) => {
-                    ctx.err(
-                        &v.referenced,
-                        format!("{p}.port"),
-                        format!("port {} is out of range (1 to 65535)", v.value),
-                    );
-                    0
-                }
-            },
+            }
             // Implicit TLS lives on 465 by convention; 587 with `security: tls` is a
             // handshake against a plain-text greeting.
             None if security_word(&m.security) == Some(Security::Tls) => 465,
@@ -357,7 +419,7 @@ fn mailbox(
 
     if provider == Provider::Microsoft365 && (port == 465 || security == Security::Tls) {
         let at = match (&m.port, &m.security) {
-            (Some(v), _) if v.value == 465 => Some((v.referenced, "port")),
+            (Some(v), _) if v.value == Scalar::Int(465) => Some((v.referenced, "port")),
             (_, Some(v)) => Some((v.referenced, "security")),
             (Some(v), None) => Some((v.referenced, "port")),
             (None, None) => None,
@@ -571,7 +633,11 @@ fn mailbox(
         }
     }
 
-    let allow_insecure_auth = m.allow_insecure_auth.as_ref().is_some_and(|v| v.value);
+    let allow_insecure_auth = boolean(
+        ctx,
+        &m.allow_insecure_auth,
+        &format!("{p}.allow_insecure_auth"),
+    );
     if security == Security::None && auth != AuthConfig::None && !allow_insecure_auth {
         let loc = m.security.as_ref().map_or(at_entry, |v| v.referenced);
         ctx.err(
@@ -1062,11 +1128,22 @@ fn audit_domain(
     })
 }
 
-/// `[A-Za-z0-9_.-]+`: the name becomes a label value and a CLI argument.
+/// The longest mailbox (or sink) name. Names become file names in `--state.dir`
+/// (`mailbox-NAME.json`, its temporary `.mailbox-NAME.json.PID.RANDOM.tmp` and
+/// `mailbox-NAME.json.corrupt-UNIXTIME`, `oauth/NAME.refresh-token.json`): the longest
+/// adds about 40 bytes, and file systems allow 255. 128 leaves room, and is plenty for
+/// a label value.
+pub const MAX_NAME_LEN: usize = 128;
+
+/// `[A-Za-z0-9_.-]{1,MAX_NAME_LEN}`: the name becomes a label value, a CLI argument and
+/// part of file names.
 pub(super) fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+    !s.is_empty() && s.len() <= MAX_NAME_LEN && valid_chars(s)
+}
+
+fn valid_chars(s: &str) -> bool {
+    s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
 /// Why `s` is not a host name or IP address, if it is not.
@@ -1183,11 +1260,8 @@ fn url_problem(s: &str) -> Option<String> {
 /// not at the first probe hours later.
 fn ca_file_problem(path: &Path) -> Option<String> {
     let shown = path.display();
-    match std::fs::read(path) {
-        Err(e) => Some(format!(
-            "cannot read ca_file {shown}: {}",
-            secrets::io_reason(&e)
-        )),
+    match crate::fsutil::read(path, crate::fsutil::PEM) {
+        Err(e) => Some(format!("cannot read ca_file {shown}: {e}")),
         Ok(bytes)
             if !bytes
                 .windows(27)

@@ -155,6 +155,10 @@ impl Prober {
         {
             p.rejected(token);
         }
+        // The one place every consumer reads through (JSON, text, logs, the status page,
+        // metrics): whatever the server sent, and whatever we wrote about it, is scrubbed
+        // of every form of the credentials before it leaves the session.
+        let redactor = crate::redact::Redactor::new(s.creds.secret_forms());
         // A failed probe ends at the failure, not after the courtesy QUIT.
         let total = start.elapsed();
         let failure = match outcome {
@@ -173,9 +177,14 @@ impl Prober {
                 if f.class != Class::Timeout {
                     s.parting_quit().await;
                 }
+                if let Some(reply) = &mut f.reply {
+                    redactor.scrub_in_place(reply);
+                }
+                redactor.scrub_in_place(&mut f.error);
                 Some(f)
             }
         };
+        s.transcript.scrub(&redactor);
         ProbeResult {
             mailbox: mb.name.clone(),
             probe_id,

@@ -65,7 +65,7 @@ impl TlsTrust {
             return Ok(cfg);
         }
         let pem = match ca_file {
-            Some(p) => Some(std::fs::read(p).map_err(|e| ca_error(p, e.to_string()))?),
+            Some(p) => Some(read_ca(p)?),
             None => None,
         };
         self.build(ca_file, pem.as_deref())
@@ -81,11 +81,14 @@ impl TlsTrust {
             return Ok(cfg);
         }
         let pem = match ca_file {
-            Some(p) => Some(
-                tokio::fs::read(p)
-                    .await
-                    .map_err(|e| ca_error(p, e.to_string()))?,
-            ),
+            Some(p) => {
+                let path = p.to_path_buf();
+                Some(
+                    tokio::task::spawn_blocking(move || read_ca(&path))
+                        .await
+                        .map_err(|e| ca_error(p, e.to_string()))??,
+                )
+            }
             None => None,
         };
         self.build(ca_file, pem.as_deref())
@@ -141,6 +144,11 @@ impl TlsTrust {
         // still consistent, so keep using it.
         self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// A CA file is untrusted input: bounded, regular files only, never blocking on open.
+fn read_ca(path: &Path) -> Result<Vec<u8>, TlsSetupError> {
+    crate::fsutil::read(path, crate::fsutil::PEM).map_err(|e| ca_error(path, e.to_string()))
 }
 
 fn ca_error(path: &Path, reason: String) -> TlsSetupError {

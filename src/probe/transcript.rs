@@ -50,6 +50,16 @@ impl Transcript {
         });
     }
 
+    /// Scrubs every entry of the credentials' forms (see [`crate::redact`]).
+    pub fn scrub(&mut self, redactor: &crate::redact::Redactor) {
+        if redactor.is_empty() {
+            return;
+        }
+        for e in &mut self.entries {
+            redactor.scrub_in_place(&mut e.text);
+        }
+    }
+
     pub fn entries(&self) -> &[Entry] {
         &self.entries
     }

@@ -33,6 +33,8 @@ pub struct WebState {
     /// Config loaded and scheduler running.
     pub ready: AtomicBool,
     pub reload: Option<mpsc::Sender<ReloadRequest>>,
+    /// A reload is running: another request is answered at once instead of queueing.
+    pub reloading: AtomicBool,
     /// `--web.config.file` in force (TLS and basic-auth users); swapped on reload, read
     /// per connection and per request.
     web: std::sync::RwLock<config::WebConfig>,
@@ -49,6 +51,7 @@ impl WebState {
             board,
             ready: AtomicBool::new(false),
             reload,
+            reloading: AtomicBool::new(false),
             web: std::sync::RwLock::new(config::WebConfig::default()),
         }
     }
@@ -65,9 +68,34 @@ impl WebState {
     }
 }
 
-/// Binds the listener (so a bad address fails at start, not later).
+/// Checks the form of `--web.listen-address` (`HOST:PORT`, `[IPv6]:PORT` or `:PORT`) so
+/// that a typo is a usage error (exit 2), not a failure to start.
+pub fn check_listen_address(addr: &str) -> Result<(), String> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| "expected HOST:PORT, e.g. 127.0.0.1:9587 or :9587".to_string())?;
+    port.parse::<u16>()
+        .map_err(|_| format!("port {port:?} is not a number from 0 to 65535"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let name_ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .split('.')
+            .all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+    if host.is_empty() || host.parse::<std::net::IpAddr>().is_ok() || name_ok {
+        Ok(())
+    } else {
+        Err(format!("{host:?} is neither an IP address nor a host name"))
+    }
+}
+
+/// Binds the listener (so a bad address fails at start, not later). `:PORT` listens on
+/// every IPv4 address, as the Prometheus exporters do.
 pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
+    match addr.strip_prefix(':') {
+        Some(port) => TcpListener::bind(format!("0.0.0.0:{port}")).await,
+        None => TcpListener::bind(addr).await,
+    }
 }
 
 /// Serves until `shutdown` turns true.
@@ -233,9 +261,23 @@ async fn reload(state: &WebState) -> Response<Full<Bytes>> {
             "Reload is not available.\n",
         );
     };
+    let busy = || {
+        text(
+            StatusCode::CONFLICT,
+            PLAIN,
+            "A reload is already in progress; try again when it has finished.\n",
+        )
+    };
+    if state.reloading.load(Ordering::SeqCst) {
+        return busy();
+    }
     let (done, wait) = oneshot::channel();
-    if tx.send(done).await.is_err() {
-        return text(StatusCode::SERVICE_UNAVAILABLE, PLAIN, "Shutting down.\n");
+    match tx.try_send(done) {
+        Ok(()) => {}
+        Err(mpsc::error::TrySendError::Full(_)) => return busy(),
+        Err(mpsc::error::TrySendError::Closed(_)) => {
+            return text(StatusCode::SERVICE_UNAVAILABLE, PLAIN, "Shutting down.\n");
+        }
     }
     match wait.await {
         Ok(Ok(())) => text(StatusCode::OK, PLAIN, "Config reloaded.\n"),
