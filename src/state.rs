@@ -78,11 +78,11 @@ impl Role {
     }
 }
 
-/// The lock file's name in the state directory.
+/// The file in the state directory that says who holds its lock.
 pub const LOCK_FILE: &str = ".lock";
 
-/// The state directory, locked for this process. The lock is an `flock` on
-/// [`LOCK_FILE`]: the kernel drops it when the process dies, `kill -9` included.
+/// The state directory, locked for this process. The lock is an `flock` on the
+/// directory: the kernel drops it when the process dies, `kill -9` included.
 #[derive(Debug, Clone)]
 pub struct StateStore {
     dir: PathBuf,
@@ -116,15 +116,15 @@ impl StateStore {
             path: shown.clone(),
             reason,
         })?;
+        // The lock is on the directory itself, so it works on a read-only or full file
+        // system too: the daemon then starts and skips its probes (reason `state`)
+        // rather than refusing to run or sending unrecorded.
         let file = std::fs::OpenOptions::new()
             .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(dir.join(LOCK_FILE))
+            .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+            .open(dir)
             .map_err(err)?;
+        let holder_file = dir.join(LOCK_FILE);
         let until = std::time::Instant::now() + wait;
         loop {
             // SAFETY: flock on a file descriptor we own; no memory is involved.
@@ -135,9 +135,15 @@ impl StateStore {
             if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
                 return Err(err(e));
             }
-            let holder = std::fs::read_to_string(dir.join(LOCK_FILE))
+            let holder = fsutil::read_nofollow(&holder_file, fsutil::TOKEN_STORE)
                 .ok()
-                .map(|s| s.trim().chars().take(64).collect::<String>())
+                .map(|b| {
+                    String::from_utf8_lossy(&b)
+                        .trim()
+                        .chars()
+                        .take(64)
+                        .collect::<String>()
+                })
                 .filter(|s| !s.is_empty())
                 .unwrap_or_else(|| "unknown process".to_string());
             if holder.starts_with(Role::Daemon.as_str()) || std::time::Instant::now() >= until {
@@ -148,10 +154,12 @@ impl StateStore {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        // Who holds it, for the next process's message; failing to say so is harmless.
-        let mut f = &file;
-        let _ = file.set_len(0);
-        let _ = write!(f, "{} pid {}", role.as_str(), std::process::id());
+        // Who holds it, for the next process's message; failing to say so (a full or
+        // read-only directory) is harmless.
+        let _ = write_atomic(
+            &holder_file,
+            format!("{} pid {}", role.as_str(), std::process::id()).as_bytes(),
+        );
         Ok(StateStore {
             dir: dir.to_path_buf(),
             _lock: Arc::new(file),

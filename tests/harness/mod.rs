@@ -56,9 +56,24 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(config: &Path, state: &Path, extra: &[&str], envs: &[(&str, &str)]) -> Daemon {
-        let addr = format!("127.0.0.1:{}", free_port());
         std::fs::create_dir_all(state).expect("state dir");
-        let stderr_path = state.join("daemon.log");
+        Daemon::start_with_log(config, state, &state.join("daemon.log"), extra, envs)
+    }
+
+    /// Like [`Daemon::start`], with the log at `log` (for a state directory that is full
+    /// or read-only).
+    pub fn start_with_log(
+        config: &Path,
+        state: &Path,
+        log: &Path,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Daemon {
+        let addr = format!("127.0.0.1:{}", free_port());
+        if let Some(parent) = log.parent() {
+            std::fs::create_dir_all(parent).expect("log dir");
+        }
+        let stderr_path = log.to_path_buf();
         let log = std::fs::File::create(&stderr_path).expect("log file");
         let mut c = Command::new(BIN);
         c.arg("--config.file")

@@ -1,0 +1,944 @@
+//! The canary keeps its promises under hostile input and faults, proven through the real
+//! binary: servers that echo credentials or misbehave in 35 ways, files that are not
+//! regular or too large, an unwritable or tampered state directory, reload and signal
+//! storms, and the per-minute share at run time.
+//!
+//! The fault tests that need root (a full tmpfs, a read-only mount, a directory owned by
+//! another user) are `#[ignore]`d under plain `cargo test` and run by
+//! `scripts/test-all.sh` (as root in CI) with `--ignored`; they panic, not skip, without
+//! root.
+
+mod harness;
+mod hostile;
+mod oauth_support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD as B64, STANDARD_NO_PAD as B64_NO_PAD};
+use harness::{BIN, Daemon, metric_value, run};
+use hostile::{HostileServer, Mode, Tls, run_measured};
+use smtp_canary::demo::{Pki, ServerHandle, SmtpServer};
+
+const USER: &str = "canary@example.com";
+/// Long and unlike any other text, so a leak of any piece of it is unmistakable.
+const PASSWORD: &str = "Pw-7qX2mZ9vL4kR8tB3nH6jF";
+const CLIENT_SECRET: &str = oauth_support::CLIENT_SECRET;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Every form a secret can leak in: whole, base64 (padded or not), and any 16-character
+/// piece of those (an echo split over lines, or quoted in part).
+fn leak(text: &str, secrets: &[String]) -> Option<String> {
+    for s in secrets {
+        let forms = [s.clone(), B64.encode(s), B64_NO_PAD.encode(s)];
+        for f in forms {
+            if f.len() >= 4 && text.contains(&f) {
+                return Some(f);
+            }
+            let bytes = f.as_bytes();
+            for w in bytes.windows(16) {
+                let w = String::from_utf8_lossy(w);
+                if text.contains(w.as_ref()) {
+                    return Some(w.into_owned());
+                }
+            }
+        }
+    }
+    None
+}
+
+fn secrets_of(user: &str, password: &str) -> Vec<String> {
+    vec![
+        password.to_owned(),
+        format!("\0{user}\0{password}"),
+        B64.encode(format!("\0{user}\0{password}")),
+    ]
+}
+
+fn write(path: &Path, text: &str) -> PathBuf {
+    std::fs::write(path, text).expect("write file");
+    path.to_path_buf()
+}
+
+fn mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(path.to_str().expect("utf-8 path")).expect("path");
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The class each hostile mode must end in.
+fn expected_class(mode: Mode) -> &'static str {
+    use Mode::*;
+    match mode {
+        // A 500 to AUTH is a syntax complaint, not a rejected password.
+        EchoAuthLineIn500 => "protocol",
+        EchoPayloadIn535 | EchoDecodedPassword | EchoPayloadSplitOverLines => "auth",
+        EchoLoginLines | EchoLoginDecoded => "auth",
+        EchoXoauth2Payload | EchoXoauth2Token => "auth",
+        EchoPayloadInMailReply => "sender_rejected",
+        EchoPasswordInDataReply => "message_rejected",
+        EchoPasswordInRcptReply => "recipient_rejected",
+        EndlessMultilineGreeting | EndlessMultilineEhlo | HugeLineAfterAuth => "protocol",
+        // More challenges than the mechanism has answers.
+        Loop334 => "protocol",
+        TrickleGreeting | TrickleEhlo | SilentGreeting | SilentAfterData => "timeout",
+        SilentTlsHandshake => "timeout",
+        ResetAtGreeting | ResetAtEhlo | ResetAtAuth | ResetAtMail | ResetAtRcpt | ResetInData => {
+            "network"
+        }
+        GarbageGreeting | BinaryEhloReply | WrongCodeForData | ImpossibleCode => "protocol",
+        InjectionAfterStarttls => "protocol",
+        NoStarttls | StarttlsRefused | GarbageAfterStarttls | HugeCertificateChain => "tls",
+    }
+}
+
+/// A TLS server config whose chain is `extra` certificates longer than needed.
+fn huge_chain_config(pki: &Pki, extra: usize) -> Arc<rustls::ServerConfig> {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let filler = rcgen::CertificateParams::new(vec!["filler.invalid".to_owned()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("cert");
+    let mut chain = pki.chain();
+    for _ in 0..extra {
+        chain.push(filler.der().clone());
+    }
+    let cfg = rustls::ServerConfig::builder_with_provider(smtp_canary::probe::provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, pki.key())
+        .expect("huge chain config");
+    Arc::new(cfg)
+}
+
+#[test]
+fn every_hostile_server_mode_ends_in_its_class_within_bounds_and_leaks_nothing() {
+    let rt = runtime();
+    let pki = Pki::generate(&["localhost", "127.0.0.1"]).expect("pki");
+    let tls = Arc::new(Tls {
+        normal: pki.server_config().expect("server config"),
+        huge_chain: huge_chain_config(&pki, 300),
+    });
+    let tokens = rt.block_on(oauth_support::TokenEndpoint::start());
+    tokens.set_username(USER);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = write(&dir.path().join("ca.pem"), &pki.ca_pem());
+    let pw_file = write(&dir.path().join("pw"), PASSWORD);
+    let cs_file = write(&dir.path().join("cs"), CLIENT_SECRET);
+    let mut yaml = String::from("global: {timeout: 4s}\nmailboxes:\n");
+    let mut servers = Vec::new();
+    for mode in Mode::ALL {
+        let server = HostileServer::start(&rt, mode, tls.clone());
+        let auth = if mode.mechanism() == "xoauth2" {
+            format!(
+                "    oauth2: {{grant: client_credentials, token_url: '{}', scope: s, client_id: {}, client_secret_file: {}}}\n",
+                tokens.url(),
+                oauth_support::CLIENT_ID,
+                cs_file.display()
+            )
+        } else {
+            format!(
+                "    password_file: {}\n    auth_mechanism: {}\n",
+                pw_file.display(),
+                mode.mechanism()
+            )
+        };
+        let security = if mode.starttls() {
+            format!(
+                "    security: starttls\n    tls: {{ca_file: {}}}\n",
+                ca.display()
+            )
+        } else {
+            "    security: none\n    allow_insecure_auth: true\n".to_owned()
+        };
+        yaml.push_str(&format!(
+            "  - name: {}\n    host: 127.0.0.1\n    port: {}\n    username: {USER}\n{auth}{security}    from: {USER}\n    to: [sink@example.com]\n",
+            mode.name(),
+            server.addr.port()
+        ));
+        servers.push((mode, server));
+    }
+    let cfg = write(&dir.path().join("hostile.yaml"), &yaml);
+
+    let results: Vec<(Mode, hostile::Measured)> = std::thread::scope(|scope| {
+        let chunks: Vec<_> = Mode::ALL.chunks(6).collect();
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|modes| {
+                let cfg = &cfg;
+                let dir = dir.path();
+                scope.spawn(move || {
+                    modes
+                        .iter()
+                        .map(|mode| {
+                            let state = dir.join(format!("state-{}", mode.name()));
+                            let mut cmd = Command::new(BIN);
+                            cmd.args(["probe", &mode.name(), "--format", "json"])
+                                .args(["--log.level", "debug", "--config.file"])
+                                .arg(cfg)
+                                .arg("--state.dir")
+                                .arg(&state)
+                                .args(["--dns-server", "127.0.0.1:9"]);
+                            (*mode, run_measured(cmd, dir, Duration::from_secs(30)))
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("probe thread"))
+            .collect()
+    });
+
+    let mut secrets = secrets_of(USER, PASSWORD);
+    secrets.push(CLIENT_SECRET.to_owned());
+    secrets.extend(tokens.issued());
+    for t in tokens.issued() {
+        secrets.push(format!("user={USER}\x01auth=Bearer {t}\x01\x01"));
+    }
+    let mut problems = Vec::new();
+    for (mode, m) in &results {
+        let json: serde_json::Value = serde_json::from_str(&m.stdout).unwrap_or_default();
+        let class = json["class"].as_str().unwrap_or("<none>");
+        let want = expected_class(*mode);
+        if class != want {
+            problems.push(format!(
+                "{mode:?}: class {class}, want {want}; error {}; stderr tail: {}",
+                json["error"],
+                m.stderr
+                    .lines()
+                    .rev()
+                    .take(3)
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            ));
+        }
+        if m.code != Some(1) {
+            problems.push(format!("{mode:?}: exit {:?}, want 1", m.code));
+        }
+        // The probe timeout is 4 s; a parting QUIT adds at most 2 s.
+        if m.elapsed > Duration::from_secs(12) {
+            problems.push(format!("{mode:?}: took {:?}", m.elapsed));
+        }
+        if m.max_rss_kib > 96 * 1024 {
+            problems.push(format!("{mode:?}: peak RSS {} KiB", m.max_rss_kib));
+        }
+        for (what, text) in [("stdout", &m.stdout), ("stderr", &m.stderr)] {
+            if let Some(f) = leak(text, &secrets) {
+                problems.push(format!("{mode:?}: secret piece {f:?} in {what}"));
+            }
+        }
+    }
+    // The echo modes really did see (and quote) the secrets: the test is meaningful.
+    assert!(tokens.issued().len() >= 2, "XOAUTH2 modes got no token");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    drop(servers);
+}
+
+/// The daemon's status page, metrics and logs (debug, both formats) stay clean while it
+/// probes servers that echo every form of the credentials.
+#[test]
+fn a_daemon_probing_echoing_servers_shows_no_secret_on_the_page_or_in_logs() {
+    let rt = runtime();
+    let pki = Pki::generate(&["localhost", "127.0.0.1"]).expect("pki");
+    let tls = Arc::new(Tls {
+        normal: pki.server_config().expect("server config"),
+        huge_chain: pki.server_config().expect("server config"),
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pw_file = write(&dir.path().join("pw"), PASSWORD);
+    let modes = [
+        Mode::EchoAuthLineIn500,
+        Mode::EchoPayloadIn535,
+        Mode::EchoDecodedPassword,
+        Mode::EchoPayloadSplitOverLines,
+        Mode::EchoLoginLines,
+        Mode::EchoPasswordInRcptReply,
+    ];
+    let mut yaml = String::from("global: {timeout: 4s}\nmailboxes:\n");
+    let mut servers = Vec::new();
+    for mode in modes {
+        let s = HostileServer::start(&rt, mode, tls.clone());
+        yaml.push_str(&format!(
+            "  - name: {}\n    host: 127.0.0.1\n    port: {}\n    username: {USER}\n    password_file: {}\n    auth_mechanism: {}\n    security: none\n    allow_insecure_auth: true\n    from: {USER}\n    to: [sink@example.com]\n",
+            mode.name(),
+            s.addr.port(),
+            pw_file.display(),
+            mode.mechanism()
+        ));
+        servers.push(s);
+    }
+    let cfg = write(&dir.path().join("c.yaml"), &yaml);
+    let secrets = secrets_of(USER, PASSWORD);
+    for format in ["logfmt", "json"] {
+        let state = dir.path().join(format!("state-{format}"));
+        let d = Daemon::start(
+            &cfg,
+            &state,
+            &[
+                "--probe.immediate",
+                "--log.level",
+                "debug",
+                "--log.format",
+                format,
+            ],
+            &[],
+        );
+        let metrics = d.wait_metrics(Duration::from_secs(30), |b| {
+            modes.iter().all(|m| {
+                metric_value(
+                    b,
+                    &format!("smtp_canary_probe_success{{mailbox=\"{}\"}}", m.name()),
+                )
+                .is_some()
+            })
+        });
+        let (_, page) = d.get("/").expect("status page");
+        assert!(page.contains("&lt;redacted&gt;"), "{page}");
+        for (what, text) in [("/metrics", metrics), ("/", page), ("log", d.log())] {
+            assert_eq!(leak(&text, &secrets), None, "secret in {what} ({format})");
+        }
+    }
+}
+
+#[test]
+fn files_that_are_not_regular_or_too_large_are_refused_at_once_by_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fifo = dir.path().join("fifo");
+    mkfifo(&fifo);
+    let big = dir.path().join("big");
+    // 4 GB, sparse: costs nothing on disk.
+    std::fs::File::create(&big)
+        .and_then(|f| f.set_len(4 << 30))
+        .expect("sparse file");
+    let ca = write(&dir.path().join("ca.pem"), "-----BEGIN CERTIFICATE-----\n");
+    let base = |extra: &str| {
+        format!(
+            "mailboxes:\n  - name: m\n    host: smtp.example.com\n    username: u@example.com\n    from: u@example.com\n    to: [b@example.com]\n{extra}"
+        )
+    };
+    let oauth = |key: &str, path: &Path| {
+        let grant = if key == "client_secret_file" {
+            "client_credentials".to_owned()
+        } else {
+            format!("refresh_token, client_secret_file: {}", ca.display())
+        };
+        format!(
+            "    oauth2: {{token_url: 'https://login.example.com/token', client_id: c, scope: s, grant: {grant}, {key}: {}}}\n",
+            path.display()
+        )
+    };
+    for (target, what) in [
+        (Path::new("/dev/zero"), "a character device"),
+        (fifo.as_path(), "a FIFO"),
+        (big.as_path(), "the limit for a"),
+        (dir.path(), "a directory"),
+    ] {
+        let cases = [
+            (
+                "password_file",
+                base(&format!("    password_file: {}\n", target.display())),
+            ),
+            (
+                "client_secret_file",
+                base(&oauth("client_secret_file", target)),
+            ),
+            (
+                "refresh_token_file",
+                base(&oauth("refresh_token_file", target)),
+            ),
+            (
+                "tls.ca_file",
+                base(&format!(
+                    "    password_env: HOME\n    tls: {{ca_file: {}}}\n",
+                    target.display()
+                )),
+            ),
+        ];
+        for (key, yaml) in cases {
+            let cfg = write(&dir.path().join("c.yaml"), &yaml);
+            let t = Instant::now();
+            let out = run(
+                &["check-config", "--config.file", cfg.to_str().expect("path")],
+                &[],
+            );
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(
+                out.status.code(),
+                Some(2),
+                "{key} -> {}: {err}",
+                target.display()
+            );
+            assert!(err.contains(what), "{key} -> {}: {err}", target.display());
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "{key}: {:?}",
+                t.elapsed()
+            );
+        }
+        // The config file itself, and the web config file.
+        let t = Instant::now();
+        let out = run(
+            &[
+                "check-config",
+                "--config.file",
+                target.to_str().expect("path"),
+            ],
+            &[],
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(what) && !err.contains(":0:0"), "{err}");
+        assert!(t.elapsed() < Duration::from_secs(5));
+    }
+    let out = run(
+        &["check-config", "--config.file", big.to_str().expect("path")],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("larger than 33554432 bytes, the limit for a config file"),
+        "{err}"
+    );
+}
+
+/// A demo config, for the daemon tests that only need something to probe.
+fn demo_config(dir: &Path, interval: &str) -> PathBuf {
+    write(
+        &dir.join("demo.yaml"),
+        &format!(
+            "global: {{interval: {interval}, timeout: 5s}}\nmailboxes:\n  - name: demo-a\n    provider: demo\n    username: canary@demo.example\n    from: canary@demo.example\n    to: [sink@demo.example]\n"
+        ),
+    )
+}
+
+#[test]
+fn a_reload_that_meets_a_fifo_fails_fast_and_the_daemon_stays_responsive() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = demo_config(dir.path(), "1h");
+    let mut d = Daemon::start(&cfg, &dir.path().join("state"), &[], &[]);
+    d.wait_metrics(Duration::from_secs(20), |b| {
+        b.contains("smtp_canary_config_last_reload_successful 1")
+    });
+    std::fs::remove_file(&cfg).expect("rm");
+    mkfifo(&cfg);
+    d.signal("HUP");
+    let t = Instant::now();
+    let (code, body) = d.post("/-/reload").expect("reload answers");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert!(code == 500 || code == 409, "{code} {body}");
+    if code == 500 {
+        assert!(body.contains("FIFO"), "{body}");
+    }
+    // Many at once: each is answered at once (done, failed, or "in progress").
+    let answers: Vec<u16> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..12)
+            .map(|_| s.spawn(|| d.post("/-/reload").map(|(c, _)| c).unwrap_or(0)))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap_or(0)).collect()
+    });
+    assert!(
+        answers.iter().all(|c| *c == 500 || *c == 409),
+        "{answers:?}"
+    );
+    d.wait_metrics(Duration::from_secs(5), |b| {
+        b.contains("smtp_canary_config_last_reload_successful 0")
+    });
+    let (st, took) = d.terminate();
+    assert!(st.success(), "{st:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}
+
+#[test]
+fn a_state_file_that_is_a_fifo_or_huge_does_not_hang_the_daemon() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = demo_config(dir.path(), "10s");
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).expect("state");
+    mkfifo(&state.join("mailbox-demo-a.json"));
+    let d = Daemon::start(&cfg, &state, &["--probe.immediate"], &[]);
+    // The FIFO is moved aside as a corrupt state file: today's budget counts as spent.
+    let body = d.wait_metrics(Duration::from_secs(20), |b| {
+        metric_value(
+            b,
+            "smtp_canary_probes_skipped_total{mailbox=\"demo-a\",reason=\"budget\"}",
+        )
+        .is_some_and(|v| v >= 1.0)
+    });
+    assert_eq!(
+        metric_value(&body, "smtp_canary_probes_total{mailbox=\"demo-a\"}"),
+        Some(0.0)
+    );
+    assert!(d.log().contains("FIFO"), "{}", d.log());
+}
+
+#[test]
+fn the_state_directory_is_checked_locked_and_never_written_through_a_link() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = demo_config(dir.path(), "1h");
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).expect("state");
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    // A planted link where the demo CA file goes: the daemon must not write through it.
+    let victim = write(&dir.path().join("victim"), "precious");
+    std::os::unix::fs::symlink(&victim, state.join("demo-ca.pem")).expect("symlink");
+    let d = Daemon::start(&cfg, &state, &["--probe.immediate"], &[]);
+    d.wait_metrics(Duration::from_secs(20), |b| {
+        metric_value(b, "smtp_canary_probes_total{mailbox=\"demo-a\"}").is_some_and(|v| v >= 1.0)
+    });
+    assert_eq!(
+        std::fs::read_to_string(&victim).expect("victim"),
+        "precious"
+    );
+    assert!(
+        !std::fs::symlink_metadata(state.join("demo-ca.pem"))
+            .expect("ca")
+            .file_type()
+            .is_symlink()
+    );
+    let mode = std::fs::metadata(&state)
+        .expect("meta")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o700, "an open state dir of ours is fixed");
+
+    // A second daemon on the same directory refuses to start.
+    let out = Command::new(BIN)
+        .arg("--config.file")
+        .arg(&cfg)
+        .arg("--state.dir")
+        .arg(&state)
+        .args(["--web.listen-address", "127.0.0.1:0"])
+        .output()
+        .expect("second daemon");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("in use by another smtp-canary (daemon pid"),
+        "{err}"
+    );
+
+    // And `probe` refuses while the daemon holds the ledger.
+    let out = Command::new(BIN)
+        .args(["probe", "demo-a", "--config.file"])
+        .arg(&cfg)
+        .arg("--state.dir")
+        .arg(&state)
+        .output()
+        .expect("probe");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("in use by another smtp-canary (daemon pid"),
+        "{err}"
+    );
+    drop(d);
+}
+
+/// A STARTTLS relay that accepts everything, counting messages (the demo server).
+fn counting_relay(rt: &tokio::runtime::Runtime, pki: &Pki) -> ServerHandle {
+    rt.block_on(async {
+        SmtpServer::new()
+            .starttls(pki.server_config().expect("server config"))
+            .users([(USER, PASSWORD)])
+            .start()
+            .await
+            .expect("relay")
+    })
+}
+
+fn relay_mailbox(
+    name: &str,
+    provider: &str,
+    relay: &ServerHandle,
+    ca: &Path,
+    extra: &str,
+) -> String {
+    format!(
+        "  - name: {name}\n    provider: {provider}\n    host: 127.0.0.1\n    port: {}\n    username: {USER}\n    password_env: HARDENING_PW\n    from: {USER}\n    to: [sink@example.com]\n    tls: {{ca_file: {}, server_name: localhost}}\n{extra}",
+        relay.local_addr().port(),
+        ca.display()
+    )
+}
+
+#[test]
+fn the_probe_command_records_its_send_and_respects_the_budget() {
+    let rt = runtime();
+    let pki = Pki::generate(&["localhost", "127.0.0.1"]).expect("pki");
+    let relay = counting_relay(&rt, &pki);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = write(&dir.path().join("ca.pem"), &pki.ca_pem());
+    let cfg = write(
+        &dir.path().join("c.yaml"),
+        &format!(
+            "mailboxes:\n{}",
+            relay_mailbox(
+                "b2",
+                "generic",
+                &relay,
+                &ca,
+                "    budget: {messages_per_day: 2}\n"
+            )
+        ),
+    );
+    let state = dir.path().join("state");
+    let probe = || {
+        Command::new(BIN)
+            .args(["probe", "b2", "--config.file"])
+            .arg(&cfg)
+            .arg("--state.dir")
+            .arg(&state)
+            .env("HARDENING_PW", PASSWORD)
+            .output()
+            .expect("probe")
+    };
+    let codes: Vec<Option<i32>> = (0..4).map(|_| probe().status.code()).collect();
+    assert_eq!(codes, [Some(0), Some(0), Some(1), Some(1)]);
+    let last = probe();
+    assert!(
+        String::from_utf8_lossy(&last.stderr).contains("not probed (budget)"),
+        "{}",
+        String::from_utf8_lossy(&last.stderr)
+    );
+    assert_eq!(relay.message_count(), 2);
+}
+
+#[test]
+fn the_per_minute_share_holds_through_sighup_storms_and_the_probe_command() {
+    let rt = runtime();
+    let pki = Pki::generate(&["localhost", "127.0.0.1"]).expect("pki");
+    let relay = counting_relay(&rt, &pki);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = write(&dir.path().join("ca.pem"), &pki.ca_pem());
+    // microsoft365: 30 messages a minute, of which the canary may use 10% (3).
+    let yaml = |interval: u32| {
+        format!(
+            "mailboxes:\n{}",
+            relay_mailbox(
+                "m365",
+                "microsoft365",
+                &relay,
+                &ca,
+                &format!("    interval: {interval}s\n    budget: {{messages_per_day: 500}}\n")
+            )
+        )
+    };
+    let cfg = write(&dir.path().join("c.yaml"), &yaml(60));
+    let state = dir.path().join("state");
+    let envs = [("HARDENING_PW", PASSWORD)];
+    let d = Daemon::start(&cfg, &state, &["--probe.immediate"], &envs);
+    d.wait_metrics(Duration::from_secs(20), |b| {
+        metric_value(b, "smtp_canary_probes_total{mailbox=\"m365\"}").is_some_and(|v| v >= 1.0)
+    });
+    // 60 reloads in a few seconds, each changing the mailbox so that its schedule
+    // restarts with an immediate probe.
+    for i in 0..60 {
+        write(&cfg, &yaml(60 + i % 7));
+        d.signal("HUP");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let body = d.wait_metrics(Duration::from_secs(20), |b| {
+        metric_value(
+            b,
+            "smtp_canary_probes_skipped_total{mailbox=\"m365\",reason=\"rate\"}",
+        )
+        .is_some_and(|v| v >= 1.0)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(relay.message_count() <= 3, "sent {}", relay.message_count());
+    assert!(
+        metric_value(&body, "smtp_canary_probes_total{mailbox=\"m365\"}").unwrap_or(0.0) <= 3.0
+    );
+    drop(d);
+    // The probe command meets the same gate, in the same ledger.
+    let out = Command::new(BIN)
+        .args(["probe", "m365", "--config.file"])
+        .arg(&cfg)
+        .arg("--state.dir")
+        .arg(&state)
+        .env("HARDENING_PW", PASSWORD)
+        .output()
+        .expect("probe");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("not probed (rate)"), "{err}");
+    assert!(relay.message_count() <= 3, "sent {}", relay.message_count());
+}
+
+#[test]
+fn sigterm_always_stops_a_second_one_at_once_and_ready_says_503_meanwhile() {
+    let rt = runtime();
+    let pki = Pki::generate(&["localhost", "127.0.0.1"]).expect("pki");
+    let tls = Arc::new(Tls {
+        normal: pki.server_config().expect("server config"),
+        huge_chain: pki.server_config().expect("server config"),
+    });
+    let silent = HostileServer::start(&rt, Mode::SilentGreeting, tls);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = write(
+        &dir.path().join("c.yaml"),
+        &format!(
+            "global: {{timeout: 25s}}\nmailboxes:\n  - name: stuck\n    host: 127.0.0.1\n    port: {}\n    security: none\n    from: {USER}\n    to: [sink@example.com]\n",
+            silent.addr.port()
+        ),
+    );
+    let mut d = Daemon::start(&cfg, &dir.path().join("state"), &["--probe.immediate"], &[]);
+    d.wait_metrics(Duration::from_secs(10), |b| {
+        b.contains("smtp_canary_build_info")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    d.signal("TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    // Shutting down, waiting for the stuck probe: still answering, and not ready.
+    let (code, _) = d.get("/-/ready").expect("ready answers during shutdown");
+    assert_eq!(code, 503);
+    let (st, took) = {
+        d.signal("TERM");
+        d.terminate()
+    };
+    assert_eq!(st.code(), Some(1), "{st:?}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+}
+
+#[test]
+fn usage_and_config_mistakes_are_reported_well() {
+    // A malformed listen address is a usage error.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = demo_config(dir.path(), "1h");
+    let out = Command::new(BIN)
+        .arg("--config.file")
+        .arg(&cfg)
+        .args(["--web.listen-address", "127.0.0.1:notaport"])
+        .arg("--state.dir")
+        .arg(dir.path().join("s1"))
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--web.listen-address"));
+
+    // `:0` logs the port it really got.
+    let log_path = dir.path().join("s2.log");
+    let mut child = Command::new(BIN)
+        .arg("--config.file")
+        .arg(&cfg)
+        .args([
+            "--web.listen-address",
+            "127.0.0.1:0",
+            "--dns-server",
+            "127.0.0.1:9",
+        ])
+        .arg("--state.dir")
+        .arg(dir.path().join("s2"))
+        .stderr(std::fs::File::create(&log_path).expect("log"))
+        .spawn()
+        .expect("daemon");
+    let t = Instant::now();
+    let port = loop {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if let Some(p) = log
+            .split("address=")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|a| a.rsplit(':').next())
+            .and_then(|p| p.parse::<u16>().ok())
+        {
+            break p;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "{log}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_ne!(port, 0);
+    assert!(harness::http("GET", &format!("127.0.0.1:{port}"), "/-/healthy").is_some());
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // A quoted 'yes' is not a boolean, and one bad value hides none of the others.
+    let bad = write(
+        &dir.path().join("bad.yaml"),
+        "mailboxes:\n  - name: m\n    host: smtp.example.com\n    port: abc\n    security: bogus\n    allow_insecure_auth: 'yes'\n    from: nobody\n    to: [b@example.com]\n",
+    );
+    let out = run(
+        &["check-config", "--config.file", bad.to_str().expect("path")],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    for key in ["].port", "].security", "].allow_insecure_auth", "].from"] {
+        assert!(err.contains(key), "{key} missing: {err}");
+    }
+    assert!(err.contains("4 error(s)"), "{err}");
+
+    // A name too long for the state file is refused at load.
+    let long = write(
+        &dir.path().join("long.yaml"),
+        &format!(
+            "mailboxes:\n  - name: {}\n    host: smtp.example.com\n    from: a@example.com\n    to: [b@example.com]\n",
+            "n".repeat(300)
+        ),
+    );
+    let out = run(
+        &[
+            "check-config",
+            "--config.file",
+            long.to_str().expect("path"),
+        ],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("the limit is 128"), "{err}");
+}
+
+/// As root: a state directory on a tiny tmpfs that fills up, then goes read-only. Five
+/// `kill -9` cycles in each case, with `budget: 2`: the relay never receives more than
+/// the budget, and the skips are counted as `state`.
+#[test]
+#[ignore = "needs root (mounts a tmpfs); run by scripts/test-all.sh"]
+fn kill9_cycles_on_a_full_then_read_only_state_dir_never_over_send() {
+    assert!(is_root(), "this fault test mounts a tmpfs: run it as root");
+    let rt = runtime();
+    let pki = Pki::generate(&["localhost", "127.0.0.1"]).expect("pki");
+    let relay = counting_relay(&rt, &pki);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = write(&dir.path().join("ca.pem"), &pki.ca_pem());
+    let cfg = write(
+        &dir.path().join("c.yaml"),
+        &format!(
+            "global: {{interval: 10s, timeout: 5s}}\nmailboxes:\n{}",
+            relay_mailbox(
+                "b2",
+                "generic",
+                &relay,
+                &ca,
+                "    budget: {messages_per_day: 2}\n"
+            )
+        ),
+    );
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir_all(&mnt).expect("mnt");
+    let sh = |cmd: &str| {
+        let st = Command::new("sh").arg("-c").arg(cmd).status().expect("sh");
+        assert!(st.success(), "{cmd}");
+    };
+    sh(&format!(
+        "mount -t tmpfs -o size=64k,mode=0700 tmpfs {}",
+        mnt.display()
+    ));
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mnt.clone());
+    let state = mnt.join("state");
+    let logs = dir.path().join("logs");
+    let envs = [("HARDENING_PW", PASSWORD)];
+    let cycle = |label: &str| {
+        for i in 0..5 {
+            // The daemon log lives outside the state dir (it is full or read-only).
+            let mut d = Daemon::start_with_log(
+                &cfg,
+                &state,
+                &logs.join(format!("{label}-{i}.log")),
+                &["--probe.immediate"],
+                &envs,
+            );
+            let body = d.wait_metrics(Duration::from_secs(20), |b| {
+                metric_value(
+                    b,
+                    "smtp_canary_probes_skipped_total{mailbox=\"b2\",reason=\"state\"}",
+                )
+                .is_some_and(|v| v >= 1.0)
+            });
+            assert_eq!(
+                metric_value(&body, "smtp_canary_probes_total{mailbox=\"b2\"}"),
+                Some(0.0),
+                "{label} cycle {i}"
+            );
+            d.kill9();
+        }
+    };
+    // Full: fill the tmpfs after the directory and its lock exist.
+    std::fs::create_dir_all(&state).expect("state");
+    {
+        let d = Daemon::start_with_log(&cfg, &state, &logs.join("first.log"), &[], &envs);
+        d.wait_metrics(Duration::from_secs(10), |b| {
+            b.contains("smtp_canary_build_info")
+        });
+    }
+    let _ = std::fs::remove_file(state.join("mailbox-b2.json"));
+    let _ = Command::new("dd")
+        .args(["if=/dev/zero", "bs=4k", "count=64"])
+        .arg(format!("of={}", mnt.join("filler").display()))
+        .status();
+    cycle("full");
+    assert_eq!(relay.message_count(), 0, "sent with a full state dir");
+    // Read-only, with a ledger that allows sends: still nothing without a record.
+    let _ = std::fs::remove_file(mnt.join("filler"));
+    sh(&format!("mount -o remount,ro {}", mnt.display()));
+    cycle("ro");
+    assert_eq!(relay.message_count(), 0, "sent with a read-only state dir");
+    // Writable again: the budget of 2 holds across kill -9 cycles too.
+    sh(&format!("mount -o remount,rw {}", mnt.display()));
+    for i in 0..5 {
+        let mut d = Daemon::start_with_log(
+            &cfg,
+            &state,
+            &logs.join(format!("rw-{i}.log")),
+            &["--probe.immediate"],
+            &envs,
+        );
+        std::thread::sleep(Duration::from_millis(1500));
+        d.kill9();
+    }
+    assert!(relay.message_count() <= 2, "sent {}", relay.message_count());
+    assert!(relay.message_count() >= 1, "nothing sent once writable");
+}
+
+/// As root: a state directory owned by another user is refused.
+#[test]
+#[ignore = "needs root (chown); run by scripts/test-all.sh"]
+fn a_state_dir_owned_by_another_user_is_refused() {
+    assert!(is_root(), "this test chowns a directory: run it as root");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = demo_config(dir.path(), "1h");
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).expect("state");
+    let st = Command::new("chown")
+        .arg("65534:65534")
+        .arg(&state)
+        .status()
+        .expect("chown");
+    assert!(st.success());
+    let out = Command::new(BIN)
+        .arg("--config.file")
+        .arg(&cfg)
+        .arg("--state.dir")
+        .arg(&state)
+        .args(["--web.listen-address", "127.0.0.1:0"])
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("is owned by uid 65534"), "{err}");
+}
