@@ -29,6 +29,9 @@ cargo clippy --all-targets --locked -- -D warnings
 step "cargo test (hermetic: unit tests and the in-process SMTP server)"
 cargo test --locked --all-targets
 
+step "cargo test --test hardening -- --ignored (as root: kill -9 on a full and a read-only tmpfs, a foreign-owned state dir)"
+cargo test --locked --test hardening -- --ignored
+
 # The stack is stopped again at exit only if this script started it (a developer's running
 # stack stays up; up.sh restarts it either way, it is idempotent). STACK_KEEP_UP=1 keeps it.
 stack_was_up=0

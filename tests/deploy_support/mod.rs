@@ -167,7 +167,7 @@ pub fn alerts() -> Vec<(String, Value)> {
 }
 
 /// The alerts issue 7 asks for, in its order.
-pub const ALERTS: [&str; 11] = [
+pub const ALERTS: [&str; 12] = [
     "SMTPCanaryProbeFailing",
     "SMTPCanaryAuthFailing",
     "SMTPCanaryAuthPolicyBlocked",
@@ -179,6 +179,7 @@ pub const ALERTS: [&str; 11] = [
     "SMTPCanaryCertExpiringSoon",
     "SMTPCanaryDNSAuditError",
     "SMTPCanaryBasicAuthRetiring",
+    "SMTPCanaryStateUnwritable",
 ];
 
 /// Every `smtp_canary_[a-z_]+` name in `text`, as written (with `_bucket` etc.).
