@@ -129,13 +129,20 @@ impl BasicAuth {
             Quick::NeedsBcrypt { user, password } => (user, password),
         };
         let key = self.users.contains_key(&user).then(|| user.clone());
-        if let Err(wait) = self.failures.take(key.as_deref()) {
-            return Verdict::Limited(wait);
-        }
-        let slot =
-            tokio::time::timeout(BCRYPT_QUEUE_WAIT, self.bcrypt_slots.clone().acquire_owned())
-                .await;
-        let Ok(Ok(permit)) = slot else {
+        let turn = match self.failures.take(key.as_deref()) {
+            Ok(turn) => turn,
+            Err(wait) => return Verdict::Limited(wait),
+        };
+        // This user's turn first, then a shared slot: a flood on one name queues behind
+        // its own turn and holds at most one slot.
+        let slots = self.bcrypt_slots.clone();
+        let permits = tokio::time::timeout(BCRYPT_QUEUE_WAIT, async move {
+            let turn = turn.acquire_owned().await?;
+            let slot = slots.acquire_owned().await?;
+            Ok::<_, tokio::sync::AcquireError>((turn, slot))
+        })
+        .await;
+        let Ok(Ok(permits)) = permits else {
             // Not this password's fault: the attempt does not count as a failure.
             self.failures.refund(key.as_deref());
             return Verdict::Busy;
@@ -143,7 +150,7 @@ impl BasicAuth {
         let auth = self.clone();
         let ok = tokio::task::spawn_blocking(move || {
             let ok = auth.verify(&user, &password);
-            drop(permit);
+            drop(permits);
             ok
         })
         .await

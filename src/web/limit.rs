@@ -15,12 +15,14 @@
 //! - Unknown users share a bucket so random names cannot mint buckets; in exchange, a
 //!   prober can tell a known name from an unknown one by which bucket a 429 comes from.
 //!   Names are the low-value half of a credential.
-//! - bcrypt time per user is bounded to about `BURST` checks, then one a second: a flood
-//!   takes at most a fraction of one core.
+//! - bcrypt time per user is bounded to about `BURST` checks, then one a second, one at
+//!   a time: a flood takes at most a fraction of one core.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
 
 /// Failed attempts a user may make in a row before being limited.
 pub const BURST: f64 = 5.0;
@@ -30,6 +32,8 @@ pub const REFILL_PER_SECOND: f64 = 1.0;
 struct Bucket {
     tokens: f64,
     at: Instant,
+    /// One bcrypt check at a time for this bucket.
+    turn: Arc<Semaphore>,
 }
 
 /// Token buckets of bcrypt attempts, by configured user name (`None`: every unknown
@@ -44,23 +48,27 @@ impl FailureLimiter {
         self.buckets.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Takes a token for one bcrypt attempt; `Err` is how long until one is available.
-    pub fn take(&self, key: Option<&str>) -> Result<(), Duration> {
+    /// Takes a token for one bcrypt attempt and returns the bucket's turn, to hold
+    /// while bcrypt runs; `Err` is how long until a token is available.
+    pub fn take(&self, key: Option<&str>) -> Result<Arc<Semaphore>, Duration> {
         self.take_at(key, Instant::now())
     }
 
-    fn take_at(&self, key: Option<&str>, now: Instant) -> Result<(), Duration> {
+    fn take_at(&self, key: Option<&str>, now: Instant) -> Result<Arc<Semaphore>, Duration> {
         let mut buckets = self.lock();
-        let b = buckets.entry(key.map(str::to_owned)).or_insert(Bucket {
-            tokens: BURST,
-            at: now,
-        });
+        let b = buckets
+            .entry(key.map(str::to_owned))
+            .or_insert_with(|| Bucket {
+                tokens: BURST,
+                at: now,
+                turn: Arc::new(Semaphore::new(1)),
+            });
         let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
         b.tokens = (b.tokens + elapsed * REFILL_PER_SECOND).min(BURST);
         b.at = now;
         if b.tokens >= 1.0 {
             b.tokens -= 1.0;
-            Ok(())
+            Ok(b.turn.clone())
         } else {
             Err(Duration::from_secs_f64(
                 (1.0 - b.tokens) / REFILL_PER_SECOND,
