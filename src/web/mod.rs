@@ -2,6 +2,10 @@
 //! status page that lists every mailbox with its last result, its phases and the redacted
 //! transcript of its last failure. Nothing served here can contain a secret: results
 //! carry only redacted transcripts and hints built from tables.
+//!
+//! Hostile clients are bounded here too: connection limits and timeouts (`conn`), one
+//! shared rendering for concurrent scrapes (`flight`), a failed-login limiter (`limit`),
+//! and cross-site state-changing requests refused (403).
 
 pub mod config;
 mod conn;
