@@ -18,12 +18,15 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
+
+use crate::fsutil;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WebConfigError {
@@ -76,6 +79,26 @@ pub enum Quick {
     NeedsBcrypt { user: String, password: String },
 }
 
+/// The outcome of [`BasicAuth::authorize`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Allowed,
+    Denied,
+    /// Too many failed attempts for this user: retry after this long (429).
+    Limited(Duration),
+    /// No bcrypt slot came free within [`BCRYPT_QUEUE_WAIT`] (503).
+    Busy,
+}
+
+/// bcrypt costs accepted in `basic_auth_users`. 4 is bcrypt's own minimum; each step
+/// doubles the time, and 14 is already about a second of CPU per check: a cost of 31
+/// would pin a core for days on every uncached request and block shutdown behind it.
+pub const BCRYPT_COSTS: std::ops::RangeInclusive<u32> = 4..=14;
+
+/// A request waits at most this long for a bcrypt slot, then gets 503: a queue that
+/// only grows would hold every connection (and its memory) behind it.
+pub const BCRYPT_QUEUE_WAIT: Duration = Duration::from_secs(5);
+
 /// Basic-auth users with their bcrypt hashes. bcrypt is slow on purpose (tens of ms), so
 /// a verified user/password pair is remembered by its SHA-256, never in clear.
 pub struct BasicAuth {
@@ -83,10 +106,63 @@ pub struct BasicAuth {
     verified: Mutex<HashSet<[u8; 32]>>,
     /// At most two bcrypt checks at a time: wrong passwords must not be able to take
     /// the CPU and the blocking pool away from probes.
-    pub bcrypt_slots: Arc<tokio::sync::Semaphore>,
+    bcrypt_slots: Arc<tokio::sync::Semaphore>,
+    failures: super::limit::FailureLimiter,
 }
 
 impl BasicAuth {
+    fn new(users: BTreeMap<String, String>) -> BasicAuth {
+        BasicAuth {
+            users,
+            verified: Mutex::new(HashSet::new()),
+            bcrypt_slots: Arc::new(tokio::sync::Semaphore::new(2)),
+            failures: super::limit::FailureLimiter::default(),
+        }
+    }
+
+    /// Decides a request's `Authorization` header: the cache first, then the failure
+    /// limiter, then bcrypt on the blocking pool in one of the few bcrypt slots.
+    pub async fn authorize(self: &Arc<Self>, header: Option<&str>) -> Verdict {
+        let (user, password) = match self.quick(header) {
+            Quick::Known(true) => return Verdict::Allowed,
+            Quick::Known(false) => return Verdict::Denied,
+            Quick::NeedsBcrypt { user, password } => (user, password),
+        };
+        let key = self.users.contains_key(&user).then(|| user.clone());
+        let turn = match self.failures.take(key.as_deref()) {
+            Ok(turn) => turn,
+            Err(wait) => return Verdict::Limited(wait),
+        };
+        // This user's turn first, then a shared slot: a flood on one name queues behind
+        // its own turn and holds at most one slot.
+        let slots = self.bcrypt_slots.clone();
+        let permits = tokio::time::timeout(BCRYPT_QUEUE_WAIT, async move {
+            let turn = turn.acquire_owned().await?;
+            let slot = slots.acquire_owned().await?;
+            Ok::<_, tokio::sync::AcquireError>((turn, slot))
+        })
+        .await;
+        let Ok(Ok(permits)) = permits else {
+            // Not this password's fault: the attempt does not count as a failure.
+            self.failures.refund(key.as_deref());
+            return Verdict::Busy;
+        };
+        let auth = self.clone();
+        let ok = tokio::task::spawn_blocking(move || {
+            let ok = auth.verify(&user, &password);
+            drop(permits);
+            ok
+        })
+        .await
+        .unwrap_or(false);
+        if ok {
+            self.failures.refund(key.as_deref());
+            Verdict::Allowed
+        } else {
+            Verdict::Denied
+        }
+    }
+
     /// Checks an `Authorization` header value. Blocking (bcrypt): call it off the async
     /// workers.
     pub fn check(&self, header: Option<&str>) -> bool {
@@ -153,6 +229,43 @@ impl BasicAuth {
     }
 }
 
+/// Refuses what is not a bcrypt hash (a clear-text password pasted in its place, without
+/// echoing it) and costs outside [`BCRYPT_COSTS`].
+fn check_hash(user: &str, hash: &str) -> Result<(), String> {
+    let not_a_hash = || {
+        format!(
+            "basic_auth_users.{user}: not a bcrypt hash (make one with `htpasswd -nBC 10 {user}`)"
+        )
+    };
+    // `$2y$10$` then 53 characters of salt and digest.
+    let Some(rest) = ["$2a$", "$2b$", "$2y$"]
+        .iter()
+        .find_map(|p| hash.strip_prefix(p))
+    else {
+        return Err(not_a_hash());
+    };
+    let Some((cost, salt_and_hash)) = rest.split_once('$') else {
+        return Err(not_a_hash());
+    };
+    let cost: u32 = match cost.as_bytes() {
+        [a, b] if a.is_ascii_digit() && b.is_ascii_digit() => {
+            u32::from(a - b'0') * 10 + u32::from(b - b'0')
+        }
+        _ => return Err(not_a_hash()),
+    };
+    if salt_and_hash.len() != 53 {
+        return Err(not_a_hash());
+    }
+    if !BCRYPT_COSTS.contains(&cost) {
+        return Err(format!(
+            "basic_auth_users.{user}: bcrypt cost {cost} is outside the allowed range {} to {} (each step doubles the CPU time of a check; 14 is about a second; make a hash with `htpasswd -nBC 10 {user}`)",
+            BCRYPT_COSTS.start(),
+            BCRYPT_COSTS.end()
+        ));
+    }
+    Ok(())
+}
+
 fn digest(user: &str, password: &str, hash: &str) -> [u8; 32] {
     let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
     for part in [user, "\0", password, "\0", hash] {
@@ -163,14 +276,22 @@ fn digest(user: &str, password: &str, hash: &str) -> [u8; 32] {
     out
 }
 
-/// Reads and checks the file (blocking; call at start).
+/// Reads and checks the file and the PEM files it names (blocking: call it off the
+/// async workers). Every file goes through [`fsutil`], so a FIFO, a device or a huge
+/// file is an error at once.
 pub fn load(path: &Path) -> Result<WebConfig, WebConfigError> {
     let err = |message: String| WebConfigError::Invalid {
         path: path.display().to_string(),
         message,
     };
-    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
-    let raw: RawWebConfig = serde_saphyr::from_str(&text).map_err(|e| {
+    let bytes = fsutil::read(path, fsutil::WEB_CONFIG).map_err(|e| err(e.to_string()))?;
+    let text = String::from_utf8(bytes).map_err(|_| err("is not UTF-8 text".into()))?;
+    // An empty file (or only comments, `{}`, `null`) must not quietly mean "no auth": a
+    // truncated file on reload would turn basic auth off.
+    let empty = || {
+        err("is empty (no tls_server_config, no basic_auth_users); to serve without TLS and basic auth, start without --web.config.file".into())
+    };
+    let raw: Option<RawWebConfig> = serde_saphyr::from_str(&text).map_err(|e| {
         let at = e
             .location()
             .map(|l| format!("line {} column {}: ", l.line(), l.column()))
@@ -181,6 +302,14 @@ pub fn load(path: &Path) -> Result<WebConfig, WebConfigError> {
             crate::config::error_text(&e)
         ))
     })?;
+    let raw = match raw {
+        Some(RawWebConfig {
+            tls_server_config: None,
+            basic_auth_users,
+        }) if basic_auth_users.as_ref().is_none_or(BTreeMap::is_empty) => return Err(empty()),
+        None => return Err(empty()),
+        Some(raw) => raw,
+    };
     let dir = path.parent().unwrap_or(Path::new("."));
     let resolve = |p: &str| {
         let p = Path::new(p);
@@ -196,21 +325,26 @@ pub fn load(path: &Path) -> Result<WebConfig, WebConfigError> {
         Some(t) => {
             let cert_path = resolve(&t.cert_file);
             let key_path = resolve(&t.key_file);
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_path)
-                .and_then(|it| it.collect::<Result<_, _>>())
-                .map_err(|e| {
-                    err(format!(
-                        "tls_server_config.cert_file {}: {e}",
-                        cert_path.display()
-                    ))
-                })?;
+            let pem = |key: &str, p: &Path| {
+                fsutil::read(p, fsutil::PEM)
+                    .map_err(|e| err(format!("tls_server_config.{key} {}: {e}", p.display())))
+            };
+            let certs: Vec<CertificateDer<'static>> =
+                CertificateDer::pem_slice_iter(&pem("cert_file", &cert_path)?)
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| {
+                        err(format!(
+                            "tls_server_config.cert_file {}: {e}",
+                            cert_path.display()
+                        ))
+                    })?;
             if certs.is_empty() {
                 return Err(err(format!(
                     "tls_server_config.cert_file {}: no certificate in it",
                     cert_path.display()
                 )));
             }
-            let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| {
+            let key = PrivateKeyDer::from_pem_slice(&pem("key_file", &key_path)?).map_err(|e| {
                 err(format!(
                     "tls_server_config.key_file {}: {e}",
                     key_path.display()
@@ -236,12 +370,7 @@ pub fn load(path: &Path) -> Result<WebConfig, WebConfigError> {
                     })?;
                     let ca_path = resolve(ca);
                     let mut roots = rustls::RootCertStore::empty();
-                    for c in CertificateDer::pem_file_iter(&ca_path).map_err(|e| {
-                        err(format!(
-                            "tls_server_config.client_ca_file {}: {e}",
-                            ca_path.display()
-                        ))
-                    })? {
+                    for c in CertificateDer::pem_slice_iter(&pem("client_ca_file", &ca_path)?) {
                         let c = c.map_err(|e| {
                             err(format!(
                                 "tls_server_config.client_ca_file {}: {e}",
@@ -277,27 +406,16 @@ pub fn load(path: &Path) -> Result<WebConfig, WebConfigError> {
 
     let auth = match raw.basic_auth_users {
         None => None,
+        // With TLS configured, an empty user list is an explicit "no basic auth".
         Some(users) if users.is_empty() => None,
         Some(users) => {
             for (user, hash) in &users {
                 if user.contains(':') {
                     return Err(err(format!("basic_auth_users: user {user:?} contains ':'")));
                 }
-                // Catch a clear-text password pasted in place of a hash, without echoing it.
-                if !(hash.starts_with("$2a$")
-                    || hash.starts_with("$2b$")
-                    || hash.starts_with("$2y$"))
-                {
-                    return Err(err(format!(
-                        "basic_auth_users.{user}: not a bcrypt hash (make one with `htpasswd -nBC 10 {user}`)"
-                    )));
-                }
+                check_hash(user, hash).map_err(err)?;
             }
-            Some(Arc::new(BasicAuth {
-                users,
-                verified: Mutex::new(HashSet::new()),
-                bcrypt_slots: Arc::new(tokio::sync::Semaphore::new(2)),
-            }))
+            Some(Arc::new(BasicAuth::new(users)))
         }
     };
     Ok(WebConfig { tls, auth })
@@ -360,6 +478,141 @@ mod tests {
         assert!(
             e.contains("not a bcrypt hash") && !e.contains("hunter2"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn an_empty_file_is_an_error_not_auth_off() {
+        let dir = tempfile::tempdir().unwrap();
+        for (i, text) in [
+            "",
+            "\n",
+            "# only a comment\n",
+            "{}\n",
+            "null\n",
+            "---\n",
+            "basic_auth_users:\n",
+            "basic_auth_users: {}\n",
+        ]
+        .iter()
+        .enumerate()
+        {
+            let p = write(dir.path(), &format!("web{i}.yml"), text);
+            let e = load(&p).unwrap_err().to_string();
+            assert!(
+                e.contains("is empty") && e.contains("start without --web.config.file"),
+                "{text:?}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn bcrypt_costs_outside_4_to_14_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        for cost in ["31", "15", "03", "00"] {
+            let bad = format!("{}{cost}{}", &hash[..4], &hash[6..]);
+            let p = write(
+                dir.path(),
+                "web.yml",
+                &format!("basic_auth_users:\n  prom: '{bad}'\n"),
+            );
+            let e = load(&p).unwrap_err().to_string();
+            let n: u32 = cost.parse().unwrap();
+            assert!(e.contains(&format!("bcrypt cost {n} ")), "{e}");
+            assert!(e.contains("allowed range 4 to 14"), "{e}");
+        }
+        for ok in ["04", "14"] {
+            let good = format!("{}{ok}{}", &hash[..4], &hash[6..]);
+            let p = write(
+                dir.path(),
+                "web.yml",
+                &format!("basic_auth_users:\n  prom: '{good}'\n"),
+            );
+            assert!(load(&p).is_ok(), "cost {ok}");
+        }
+        let p = write(
+            dir.path(),
+            "web.yml",
+            &format!("basic_auth_users:\n  prom: '{}'\n", &hash[..40]),
+        );
+        assert!(
+            load(&p)
+                .unwrap_err()
+                .to_string()
+                .contains("not a bcrypt hash")
+        );
+    }
+
+    #[test]
+    fn fifos_and_devices_are_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("web.fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = load(&fifo).unwrap_err().to_string();
+        assert!(e.contains("is a FIFO, not a regular file"), "{e}");
+        let e = load(Path::new("/dev/zero")).unwrap_err().to_string();
+        assert!(e.contains("character device"), "{e}");
+        let p = write(
+            dir.path(),
+            "web.yml",
+            "tls_server_config:\n  cert_file: /dev/zero\n  key_file: web.fifo\n",
+        );
+        let e = load(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("cert_file /dev/zero: is a character device"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn failed_logins_are_limited_per_user_and_successes_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let hash = bcrypt::hash("right", 4).unwrap();
+        let p = write(
+            dir.path(),
+            "web.yml",
+            &format!("basic_auth_users:\n  a: '{hash}'\n  b: '{hash}'\n"),
+        );
+        let auth = load(&p).unwrap().auth.unwrap();
+        let header = |u: &str, p: &str| format!("Basic {}", B64.encode(format!("{u}:{p}")));
+        for _ in 0..5 {
+            assert_eq!(
+                auth.authorize(Some(&header("a", "wrong"))).await,
+                Verdict::Denied
+            );
+        }
+        assert!(matches!(
+            auth.authorize(Some(&header("a", "wrong"))).await,
+            Verdict::Limited(_)
+        ));
+        // Another user is not limited; right passwords never spend tokens.
+        for _ in 0..10 {
+            assert_eq!(
+                auth.authorize(Some(&header("b", "right"))).await,
+                Verdict::Allowed
+            );
+        }
+        // Unknown users share one bucket (each check takes the dummy hash's time, so
+        // the bucket refills a little meanwhile).
+        let started = std::time::Instant::now();
+        let mut denied = 0;
+        for i in 0.. {
+            match auth
+                .authorize(Some(&header(&format!("nobody{i}"), "x")))
+                .await
+            {
+                Verdict::Denied => denied += 1,
+                Verdict::Limited(_) => break,
+                v => panic!("{v:?}"),
+            }
+            assert!(i < 100, "never limited");
+        }
+        let refilled = started.elapsed().as_secs() + 1;
+        assert!(
+            denied >= 5 && denied <= 5 + refilled,
+            "{denied} in {refilled} s"
         );
     }
 

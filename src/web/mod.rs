@@ -2,8 +2,15 @@
 //! status page that lists every mailbox with its last result, its phases and the redacted
 //! transcript of its last failure. Nothing served here can contain a secret: results
 //! carry only redacted transcripts and hints built from tables.
+//!
+//! Hostile clients are bounded here too: connection limits and timeouts (`conn`), one
+//! shared rendering for concurrent scrapes (`flight`), a failed-login limiter (`limit`),
+//! and cross-site state-changing requests refused (403).
 
 pub mod config;
+mod conn;
+mod flight;
+mod limit;
 mod status;
 
 use std::convert::Infallible;
@@ -38,6 +45,8 @@ pub struct WebState {
     /// `--web.config.file` in force (TLS and basic-auth users); swapped on reload, read
     /// per connection and per request.
     web: std::sync::RwLock<config::WebConfig>,
+    metrics_page: Arc<flight::SingleFlight>,
+    status_page: Arc<flight::SingleFlight>,
 }
 
 impl WebState {
@@ -53,6 +62,8 @@ impl WebState {
             reload,
             reloading: AtomicBool::new(false),
             web: std::sync::RwLock::new(config::WebConfig::default()),
+            metrics_page: Arc::default(),
+            status_page: Arc::default(),
         }
     }
 }
@@ -98,13 +109,24 @@ pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
     }
 }
 
-/// Serves until `shutdown` turns true.
+/// Serves until `shutdown` turns true, at most [`conn::MAX_CONNECTIONS`] connections at
+/// a time.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<WebState>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(conn::MAX_CONNECTIONS));
     loop {
+        // A slot before accept: past the cap, new clients wait in the kernel's backlog
+        // rather than each costing a task and buffers here.
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            _ = crate::scheduler::stopped(&mut shutdown) => return,
+        };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
@@ -119,13 +141,16 @@ pub async fn serve(
         let state = state.clone();
         let tls = state.web_config().tls;
         tokio::spawn(async move {
+            let _permit = permit;
+            let busy = conn::Busy::default();
+            let stream = conn::Guarded::new(stream, busy.clone());
             match tls {
-                None => serve_connection(stream, state, peer).await,
+                None => serve_connection(stream, state, peer, busy).await,
                 Some(acceptor) => {
                     let handshake =
                         tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
                     match handshake {
-                        Ok(Ok(s)) => serve_connection(s, state, peer).await,
+                        Ok(Ok(s)) => serve_connection(s, state, peer, busy).await,
                         Ok(Err(e)) => tracing::debug!(error = %e, %peer, "HTTPS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "HTTPS handshake timed out"),
                     }
@@ -138,11 +163,19 @@ pub async fn serve(
 /// A client that connects and never finishes its TLS handshake is dropped after this.
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-async fn serve_connection<I>(io: I, state: Arc<WebState>, peer: SocketAddr)
+async fn serve_connection<I>(io: I, state: Arc<WebState>, peer: SocketAddr, busy: conn::Busy)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let svc = service_fn(move |req| handle(req, state.clone(), peer));
+    let svc = service_fn(move |req| {
+        let guard = busy.enter();
+        let state = state.clone();
+        async move {
+            let r = handle(req, state, peer).await;
+            drop(guard);
+            r
+        }
+    });
     let conn = http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(std::time::Duration::from_secs(10))
@@ -172,50 +205,67 @@ async fn handle(
     _peer: SocketAddr,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     const PLAIN: &str = "text/plain; charset=utf-8";
+    // Before auth: a browser sends cached basic-auth credentials cross-site too, and a
+    // forged request should not cost a bcrypt check.
+    if !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
+        && cross_site(req.headers())
+    {
+        return Ok(text(
+            StatusCode::FORBIDDEN,
+            PLAIN,
+            "Cross-site request refused: send it without a foreign Origin (e.g. curl -X POST).\n",
+        ));
+    }
     if let Some(auth) = state.web_config().auth {
         let header = req
             .headers()
             .get(hyper::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let ok = match auth.quick(header.as_deref()) {
-            config::Quick::Known(ok) => ok,
-            config::Quick::NeedsBcrypt { user, password } => {
-                // bcrypt is deliberately slow: off the async workers, and only a couple at
-                // a time.
-                match auth.bcrypt_slots.clone().acquire_owned().await {
-                    Ok(permit) => tokio::task::spawn_blocking(move || {
-                        let ok = auth.verify(&user, &password);
-                        drop(permit);
-                        ok
-                    })
-                    .await
-                    .unwrap_or(false),
-                    Err(_) => false,
-                }
+            .and_then(|v| v.to_str().ok());
+        match auth.authorize(header).await {
+            config::Verdict::Allowed => {}
+            config::Verdict::Denied => {
+                let mut r = text(StatusCode::UNAUTHORIZED, PLAIN, "Unauthorized.\n");
+                r.headers_mut().insert(
+                    hyper::header::WWW_AUTHENTICATE,
+                    hyper::header::HeaderValue::from_static("Basic realm=\"smtp-canary\""),
+                );
+                return Ok(r);
             }
-        };
-        if !ok {
-            let mut r = text(StatusCode::UNAUTHORIZED, PLAIN, "Unauthorized.\n");
-            r.headers_mut().insert(
-                hyper::header::WWW_AUTHENTICATE,
-                hyper::header::HeaderValue::from_static("Basic realm=\"smtp-canary\""),
-            );
-            return Ok(r);
+            config::Verdict::Limited(wait) => {
+                let r = text(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    PLAIN,
+                    "Too many failed logins for this user; retry later.\n",
+                );
+                return Ok(retry_after(r, wait));
+            }
+            config::Verdict::Busy => {
+                let r = text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    PLAIN,
+                    "Too many logins being checked; retry later.\n",
+                );
+                return Ok(retry_after(r, std::time::Duration::from_secs(1)));
+            }
         }
     }
     let resp = match (req.method(), req.uri().path()) {
         (&Method::GET | &Method::HEAD, "/metrics") => {
             // Rendering 10,000 mailboxes' series takes about a second of CPU: off the
-            // async workers, so probes keep their schedule during a scrape.
+            // async workers, so probes keep their schedule during a scrape; and once for
+            // all the scrapes that arrive meanwhile.
             let metrics = state.metrics.clone();
-            match tokio::task::spawn_blocking(move || metrics.render()).await {
-                Ok(body) => text(
+            let body = state
+                .metrics_page
+                .get(move || Bytes::from(metrics.render()))
+                .await;
+            match body {
+                Some(body) => text(
                     StatusCode::OK,
                     "text/plain; version=0.0.4; charset=utf-8",
                     body,
                 ),
-                Err(_) => text(
+                None => text(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     PLAIN,
                     "Rendering metrics failed.\n",
@@ -238,9 +288,13 @@ async fn handle(
         ),
         (&Method::GET | &Method::HEAD, "/") => {
             let board = state.board.clone();
-            match tokio::task::spawn_blocking(move || status::page(&board.snapshot())).await {
-                Ok(page) => text(StatusCode::OK, "text/html; charset=utf-8", page),
-                Err(_) => text(
+            let page = state
+                .status_page
+                .get(move || Bytes::from(status::page(&board.snapshot())))
+                .await;
+            match page {
+                Some(page) => text(StatusCode::OK, "text/html; charset=utf-8", page),
+                None => text(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     PLAIN,
                     "Rendering the page failed.\n",
@@ -250,6 +304,56 @@ async fn handle(
         _ => text(StatusCode::NOT_FOUND, PLAIN, "Not found.\n"),
     };
     Ok(resp)
+}
+
+fn retry_after(mut r: Response<Full<Bytes>>, wait: std::time::Duration) -> Response<Full<Bytes>> {
+    // Whole seconds, rounded up: "0" would invite an immediate retry.
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    r.headers_mut()
+        .insert(hyper::header::RETRY_AFTER, secs.max(1).into());
+    r
+}
+
+/// Whether a state-changing request comes from another site (CSRF): its `Origin` is
+/// present and is not this server as named by `Host`, or the browser says so in
+/// `Sec-Fetch-Site`. A request with neither header (curl, scripts) is not cross-site.
+fn cross_site(headers: &hyper::HeaderMap) -> bool {
+    let header = |name| headers.get(name).map(|v| v.to_str().unwrap_or(""));
+    if let Some(site) = header(hyper::header::HeaderName::from_static("sec-fetch-site")) {
+        let site = site.trim();
+        if site.eq_ignore_ascii_case("cross-site") || site.eq_ignore_ascii_case("same-site") {
+            return true;
+        }
+    }
+    let Some(origin) = header(hyper::header::ORIGIN) else {
+        return false;
+    };
+    let Some(host) = header(hyper::header::HOST) else {
+        return true;
+    };
+    !same_authority(origin.trim(), host.trim())
+}
+
+/// `Origin` (`scheme://host[:port]`, or `null`) against `Host` (`host[:port]`), with the
+/// scheme's default port filled in on both sides.
+fn same_authority(origin: &str, host: &str) -> bool {
+    let Some((scheme, authority)) = origin.split_once("://") else {
+        return false;
+    };
+    let default_port = match scheme.to_ascii_lowercase().as_str() {
+        "http" => "80",
+        "https" => "443",
+        _ => return false,
+    };
+    let normalize = |a: &str| {
+        let a = a.to_ascii_lowercase();
+        // A port follows the last ':' unless that ':' is inside an IPv6 literal.
+        match a.rsplit_once(':') {
+            Some((h, p)) if !p.contains(']') && !p.is_empty() => (h.to_owned(), p.to_owned()),
+            _ => (a, default_port.to_owned()),
+        }
+    };
+    !authority.is_empty() && !authority.contains('/') && normalize(authority) == normalize(host)
 }
 
 async fn reload(state: &WebState) -> Response<Full<Bytes>> {
@@ -287,5 +391,68 @@ async fn reload(state: &WebState) -> Response<Full<Bytes>> {
             format!("Reload failed; the previous config stays active:\n{e}\n"),
         ),
         Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, PLAIN, "Shutting down.\n"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> hyper::HeaderMap {
+        let mut h = hyper::HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, hyper::header::HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn cross_site_requests_are_told_from_same_origin_and_scripts() {
+        let host = ("host", "127.0.0.1:9587");
+        assert!(!cross_site(&headers(&[host])), "curl sends no Origin");
+        assert!(!cross_site(&headers(&[
+            host,
+            ("origin", "http://127.0.0.1:9587")
+        ])));
+        assert!(!cross_site(&headers(&[
+            ("host", "Canary.example"),
+            ("origin", "https://canary.example:443")
+        ])));
+        assert!(!cross_site(&headers(&[
+            ("host", "[::1]:9587"),
+            ("origin", "http://[::1]:9587")
+        ])));
+        assert!(!cross_site(&headers(&[
+            host,
+            ("sec-fetch-site", "same-origin")
+        ])));
+        assert!(!cross_site(&headers(&[host, ("sec-fetch-site", "none")])));
+        for origin in [
+            "http://evil.example",
+            "http://127.0.0.1:9588",
+            "http://127.0.0.1",
+            "null",
+            "127.0.0.1:9587",
+            "ftp://127.0.0.1:9587",
+        ] {
+            let h = [host, ("origin", origin)];
+            let mut map = hyper::HeaderMap::new();
+            for (k, v) in h {
+                map.insert(k, hyper::header::HeaderValue::from_str(v).unwrap());
+            }
+            assert!(cross_site(&map), "{origin}");
+        }
+        assert!(
+            cross_site(&headers(&[("origin", "http://127.0.0.1:9587")])),
+            "no Host"
+        );
+        assert!(cross_site(&headers(&[
+            host,
+            ("sec-fetch-site", "cross-site")
+        ])));
+        assert!(cross_site(&headers(&[
+            host,
+            ("sec-fetch-site", "same-site")
+        ])));
     }
 }

@@ -31,20 +31,73 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// Like [`run`], but the child is killed after `within` (a command that should fail at
+/// once must not hang the test): the output and how long it ran.
+pub fn run_within(args: &[&str], within: Duration) -> (Output, Duration) {
+    let t = Instant::now();
+    let mut child = Command::new(BIN)
+        .args(args)
+        .current_dir(repo())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn smtp-canary");
+    while child.try_wait().expect("wait").is_none() && t.elapsed() < within {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("output");
+    (out, t.elapsed())
+}
+
 /// A minimal HTTP/1.0 client: (status, body).
 pub fn http(method: &str, addr: &str, path: &str) -> Option<(u16, String)> {
+    http_with(method, addr, path, &[]).map(|r| (r.status, r.body))
+}
+
+/// A response of [`http_with`].
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    /// The head's lines after the status line, as sent.
+    pub head: String,
+    pub body: String,
+}
+
+impl Reply {
+    /// A header's value (name case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+/// [`http`] with extra request headers, and the response's headers.
+pub fn http_with(method: &str, addr: &str, path: &str, headers: &[(&str, &str)]) -> Option<Reply> {
     let mut s = TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     write!(
         s,
-        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n"
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: 0\r\n{extra}\r\n"
     )
     .ok()?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
     let (head, body) = buf.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, body.to_owned()))
+    let (status_line, head) = head.split_once("\r\n").unwrap_or((head, ""));
+    let status = status_line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(Reply {
+        status,
+        head: head.to_owned(),
+        body: body.to_owned(),
+    })
 }
 
 /// A daemon child that is killed if the test panics.
@@ -99,6 +152,33 @@ impl Daemon {
             child: Some(child),
             addr,
             stderr_path,
+        }
+    }
+
+    /// The child's process id (for /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// The child's resident set size in KiB (`VmRSS`), if it still runs.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    /// Waits until `/-/ready` answers 200 (or panics after `within`).
+    pub fn wait_ready(&self, within: Duration) {
+        let start = Instant::now();
+        while self.get("/-/ready").is_none_or(|(code, _)| code != 200) {
+            assert!(
+                start.elapsed() < within,
+                "not ready within {within:?}; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
