@@ -190,7 +190,7 @@ async fn attach_demo(
         let ca_path = store.dir().join("demo-ca.pem");
         let pem = relay.ca_pem().as_bytes().to_vec();
         let target = ca_path.clone();
-        tokio::task::spawn_blocking(move || crate::state::write_atomic(&target, &pem))
+        tokio::task::spawn_blocking(move || crate::fsutil::write_atomic(&target, &pem))
             .await
             .context("writing the demo CA file")?
             .with_context(|| format!("writing {}", ca_path.display()))?;
@@ -361,7 +361,7 @@ pub fn render_text(r: &crate::probe::ProbeResult) -> String {
     if let Some(t) = &r.tls {
         let exp = t
             .cert_not_after
-            .map(crate::probe::rfc3339)
+            .map(crate::util::rfc3339)
             .unwrap_or_else(|| "-".into());
         let _ = writeln!(s, "  tls: {} (certificate valid until {exp})", t.version);
     }
@@ -604,7 +604,7 @@ impl Reloader {
                     tracing::info!("reload requested over HTTP");
                     Some(done)
                 }
-                _ = crate::scheduler::stopped(&mut stop) => break,
+                _ = crate::util::stopped(&mut stop) => break,
             };
             self.web.reloading.store(true, Ordering::SeqCst);
             let outcome = tokio::select! {
@@ -618,7 +618,7 @@ impl Reloader {
                 },
                 // Shutdown abandons a reload at its next wait; nothing is half-applied
                 // (applying the new config never waits).
-                _ = crate::scheduler::stopped(&mut stop) => Err(anyhow::anyhow!("shutting down")),
+                _ = crate::util::stopped(&mut stop) => Err(anyhow::anyhow!("shutting down")),
             };
             self.web.reloading.store(false, Ordering::SeqCst);
             if let Some(done) = done {

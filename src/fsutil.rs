@@ -7,9 +7,12 @@
 //! opened with `O_NONBLOCK` (a FIFO with no writer opens at once instead of waiting),
 //! `fstat`ed, and refused unless it is a regular file no larger than the cap for its kind.
 //! The caps are stated here, once, and quoted in the error.
+//!
+//! It also owns the one way files are written into the state directory
+//! ([`write_atomic`]): exclusively created, never through a link, renamed into place.
 
-use std::io::Read;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 
 /// A kind of file and the largest one of that kind we read.
@@ -145,6 +148,41 @@ fn read_with(path: &Path, kind: Kind, nofollow: bool) -> Result<Vec<u8>, FileErr
         return Err(too_large);
     }
     Ok(buf)
+}
+
+/// Replaces `path` atomically with `bytes`: a uniquely named temp file (mode 0600, never
+/// shared by two writers), fsync, rename, fsync of the directory. A crash leaves the old
+/// file or the new one, never a torn one. Blocking. Used for every file in the state
+/// directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("state");
+    let tmp = dir.join(format!(
+        ".{name}.{}.{:08x}.tmp",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        // The rename is durable only once the directory entry is.
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 #[cfg(test)]

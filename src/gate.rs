@@ -8,7 +8,7 @@
 //! opens the same state directory under the same lock). So the promises hold at run
 //! time, not only at load:
 //! - no probe after the day's budget is spent, or during a back-off;
-//! - no more than the provider's per-minute share ([`quota::MAX_MINUTE_SHARE`]) in any
+//! - no more than the provider's per-minute share ([`config::MAX_MINUTE_SHARE`](crate::config::MAX_MINUTE_SHARE)) in any
 //!   rolling minute, however many reloads or restarts happen in it;
 //! - no send that is not on disk first: admission writes a reservation covering the send
 //!   before the probe connects, and if that write fails (a full, read-only or broken
@@ -22,10 +22,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::classify::Class;
-use crate::config::{Mailbox, Provider};
+use crate::config::{self, Mailbox};
 use crate::probe::SendHook;
 use crate::quota::{self, Ledger, PauseReason, Reservation, Unit, Window};
 use crate::state::{Loaded, StateStore};
+use crate::util::{lock, unix_now};
 
 /// Why a due probe was not run (the `reason` label of `probes_skipped_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -85,17 +86,6 @@ pub struct SendGate {
 /// already on disk, so recording the send needs no I/O.
 pub struct Permit {
     ledger: Arc<Mutex<Ledger>>,
-}
-
-/// The sends of this mailbox allowed in one rolling minute, if the gate limits them: the
-/// provider's per-minute share, at least one. The demo relay has no quota to protect.
-pub fn minute_allowance(mb: &Mailbox) -> Option<u64> {
-    if mb.provider == Provider::Demo {
-        return None;
-    }
-    mb.limits
-        .messages_per_minute
-        .map(|l| ((f64::from(l) * quota::MAX_MINUTE_SHARE).floor() as u64).max(1))
 }
 
 impl SendGate {
@@ -165,7 +155,7 @@ impl SendGate {
     pub async fn admit(&self, mb: &Mailbox) -> Result<Permit, Refusal> {
         let ledger = self.ledger(&mb.name).await;
         let now = unix_now();
-        let budget = quota::daily_budget(mb);
+        let budget = config::daily_budget(mb);
         let recipients = u32::try_from(mb.to.len()).unwrap_or(u32::MAX);
         let reserve = {
             let mut l = lock(&ledger);
@@ -195,7 +185,7 @@ impl SendGate {
                     format!("the daily budget of {budget} canaries is spent"),
                 );
             }
-            if let Some(allowed) = minute_allowance(mb) {
+            if let Some(allowed) = config::minute_allowance(mb) {
                 let used = l.used(Window::Minute, Unit::Messages, now);
                 if used >= allowed {
                     return refused(
@@ -303,16 +293,4 @@ impl SendHook for Permit {
         self.record_send(recipients);
         Box::pin(std::future::ready(()))
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A poisoned lock only means a panic elsewhere; the data is still usable.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }

@@ -16,8 +16,10 @@ use prometheus::{
 
 use crate::classify::Class;
 use crate::config::{Mailbox, Mechanism};
-use crate::probe::{Phase, ProbeResult, unix};
+use crate::probe::ProbeResult;
 use crate::quota::{self, Ledger};
+use crate::smtp::Phase;
+use crate::util::unix;
 
 const NS: &str = "smtp_canary";
 

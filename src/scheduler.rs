@@ -20,12 +20,12 @@ use tokio::time::Instant;
 
 use crate::auth::{CredentialSource, Credentials};
 use crate::config::Mailbox;
-pub use crate::gate::unix_now;
 use crate::gate::{SendGate, SkipReason};
 use crate::metrics::Metrics;
 use crate::probe::{ProbeResult, Prober, Template};
-use crate::quota::{self, Ledger};
+use crate::quota::Ledger;
 use crate::state::StateStore;
+pub use crate::util::{lock, stopped, unix_now};
 
 /// The last results of one mailbox, for the status page.
 #[derive(Debug, Clone)]
@@ -155,13 +155,8 @@ impl Shared {
 
     fn publish_quota(&self, mb: &Mailbox, ledger: &Ledger, now: u64) {
         self.metrics
-            .record_quota(mb, ledger, quota::daily_budget(mb), now);
+            .record_quota(mb, ledger, crate::config::daily_budget(mb), now);
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A poisoned lock only means a panic elsewhere; the data is still usable.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// How the first probes are placed.
@@ -330,12 +325,6 @@ struct MailboxTask {
     template: Template,
     creds: CredentialSource,
     stop: watch::Receiver<bool>,
-}
-
-/// Resolves once `rx` holds `true` (or its sender is gone). The borrow guard is dropped
-/// here, so callers stay `Send`.
-pub async fn stopped(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|stop| *stop).await.map(|_| ());
 }
 
 /// The interval with ±10% jitter, so probes of many mailboxes drift apart.

@@ -11,14 +11,13 @@
 //! (`<name>.json.corrupt-<unix>`), an error is logged, and the mailbox is treated as
 //! having spent today's budget, because sending too much is worse than skipping a day.
 
-use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::fsutil;
+use crate::fsutil::{self, write_atomic};
 use crate::quota::Ledger;
 
 #[derive(Debug, thiserror::Error)]
@@ -259,41 +258,6 @@ fn check_dir(dir: &Path) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// Replaces `path` atomically with `bytes`: a uniquely named temp file (mode 0600, never
-/// shared by two writers), fsync, rename, fsync of the directory. A crash leaves the old
-/// file or the new one, never a torn one. Blocking. Used for every file in the state
-/// directory.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("state");
-    let tmp = dir.join(format!(
-        ".{name}.{}.{:08x}.tmp",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        // The rename is durable only once the directory entry is.
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
 
 #[cfg(test)]

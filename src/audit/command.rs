@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use super::{AuditOptions, Auditor, DomainReport, Target, add_basic_auth_findings, stdout_colour};
 use crate::config::{self, Config, Provider};
 use crate::metrics::Metrics;
-use crate::probe::Resolver;
+use crate::resolve::Resolver;
 
 /// Exit code for usage and config errors (the contract's 2).
 const EXIT_USAGE: u8 = 2;

@@ -17,7 +17,7 @@ use reqwest::header::{ACCEPT, HeaderValue};
 
 use super::TokenError;
 use crate::config::{Grant, Secret};
-use crate::probe::{TlsSetupError, TlsTrust};
+use crate::tls::{TlsSetupError, TlsTrust};
 
 /// Longest a whole token request may take (connect, TLS, request, body). Shorter than the
 /// session's 20 s `oauth_token` phase cap, so the endpoint's slowness is reported by us

@@ -121,7 +121,7 @@ impl RefreshStore {
             client_id: self.client_id.clone(),
             configured_sha256: self.configured_sha256.clone(),
             refresh_token: refresh_token.expose().to_owned(),
-            updated_at: crate::probe::rfc3339(crate::probe::unix(std::time::SystemTime::now())),
+            updated_at: crate::util::rfc3339(crate::util::unix(std::time::SystemTime::now())),
         };
         let bytes = serde_json::to_vec_pretty(&stored).map_err(|e| StoreError::Corrupt {
             path: self.path.display().to_string(),
@@ -146,7 +146,7 @@ impl RefreshStore {
 /// temp file (0600, never pre-existing) + write + fsync + rename + fsync(dir): after a
 /// crash the file is either the old token or the new one, never half of one.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    crate::state::write_atomic(path, bytes).map_err(|source| StoreError::Io {
+    crate::fsutil::write_atomic(path, bytes).map_err(|source| StoreError::Io {
         path: path.display().to_string(),
         source,
     })

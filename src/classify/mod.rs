@@ -32,7 +32,7 @@ mod tests;
 use std::fmt;
 
 use crate::config::Provider;
-use crate::probe::{Phase, Reply};
+use crate::smtp::{Phase, Reply};
 
 use tables::{Creds, HintRule, Rule};
 
@@ -220,7 +220,7 @@ fn contains_ci(haystack: &str, needle: &str) -> bool {
 fn code_parts(label: &str) -> ([u16; 3], usize) {
     let label = label.trim();
     if label.contains('.') {
-        if let Some(e) = crate::probe::Enhanced::parse_prefix(label) {
+        if let Some(e) = crate::smtp::Enhanced::parse_prefix(label) {
             return ([u16::from(e.class), e.subject, e.detail], 3);
         }
         return ([0; 3], 0);

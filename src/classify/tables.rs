@@ -9,7 +9,7 @@
 
 use super::Class::{self, *};
 use crate::config::Provider;
-use crate::probe::Phase;
+use crate::smtp::Phase;
 
 /// A classification row.
 #[derive(Debug, Clone, Copy)]

@@ -13,6 +13,7 @@
 //! Each stage reports through `diag.rs`; a stage runs only if the one before it found
 //! nothing, because its input would be unreliable. `duration.rs` owns the duration syntax.
 
+mod budget;
 mod diag;
 mod duration;
 mod presets;
@@ -24,6 +25,9 @@ mod validate;
 #[cfg(test)]
 mod tests;
 
+pub use budget::{
+    MAX_DAILY_SHARE, MAX_MINUTE_SHARE, daily_budget, implied_per_day, minute_allowance,
+};
 pub use duration::{DurationError, format_duration, parse_duration};
 pub use presets::{PRESETS, Preset, Provider, UnknownProvider};
 pub use secrets::Secret;

@@ -728,7 +728,7 @@ fn mailbox(
     };
     // The canary must never be what burns a mailbox's quota: point at the key that sets
     // the rate (the budget if given, else the interval, else the mailbox entry).
-    if let Err(msg) = crate::quota::check_share(&mailbox) {
+    if let Err(msg) = super::budget::check_share(&mailbox) {
         let (loc, key) = match (m.budget.as_ref(), m.interval.as_ref()) {
             (Some(b), _) => (b.referenced, format!("{p}.budget.messages_per_day")),
             (None, Some(i)) => (i.referenced, format!("{p}.interval")),

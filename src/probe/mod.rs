@@ -6,19 +6,17 @@
 //! and returns a [`ProbeResult`], which is the uniform result every caller consumes.
 
 mod message;
-mod phase;
-mod reply;
-mod resolve;
 mod result;
 mod session;
-mod tls;
 mod transcript;
 
 pub use message::{MessageError, Template, dot_stuff};
-pub use phase::Phase;
-pub use reply::{Enhanced, MAX_LINE, MAX_LINES, ReadError, Reply, read_reply};
-pub use resolve::{ResolveError, Resolver, parse_dns_server};
-pub use result::{Failure, ProbeResult, rfc3339, secs, unix};
+pub use result::{Failure, ProbeResult};
 pub use session::{Prober, ProberOptions, SendHook, new_probe_id};
-pub use tls::{TlsInfo, TlsSetupError, TlsTrust, provider};
 pub use transcript::{Direction, Entry, Transcript};
+
+// The vocabulary the prober speaks, re-exported where its users have always found it.
+pub use crate::resolve::{ResolveError, Resolver, parse_dns_server};
+pub use crate::smtp::{Enhanced, MAX_LINE, MAX_LINES, Phase, ReadError, Reply, read_reply};
+pub use crate::tls::{TlsInfo, TlsSetupError, TlsTrust, provider};
+pub use crate::util::{rfc3339, secs, unix};

@@ -1,12 +1,15 @@
 //! The outcome of one probe and its contract JSON form (`probe --format json`).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use serde_json::{Map, Value, json};
 
-use super::{Phase, TlsInfo, Transcript};
+use super::Transcript;
 use crate::classify::Class;
 use crate::config::Mechanism;
+use crate::smtp::Phase;
+use crate::tls::TlsInfo;
+use crate::util::{rfc3339, secs, unix};
 
 /// Why a probe failed.
 #[derive(Debug, Clone)]
@@ -80,28 +83,4 @@ impl ProbeResult {
             "transcript": self.transcript,
         })
     }
-}
-
-/// Seconds, rounded to the microsecond (what JSON readers want to see).
-pub fn secs(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1e6).round() / 1e6
-}
-
-pub fn unix(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-/// `2027-01-31T12:00:00Z`.
-pub fn rfc3339(unix_secs: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix_secs)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::macros::format_description!(
-                "[year]-[month]-[day]T[hour]:[minute]:[second]Z"
-            ))
-            .ok()
-        })
-        .unwrap_or_else(|| unix_secs.to_string())
 }

@@ -11,16 +11,15 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::timeout_at;
 
-use super::Phase;
 use super::message::Template;
-use super::reply::{ReadError, Reply, read_reply};
-use super::resolve::Resolver;
 use super::result::{Failure, ProbeResult};
-use super::tls::{TlsInfo, TlsTrust};
 use super::transcript::{Direction, Transcript};
 use crate::auth::{self, CredentialSource, Credentials};
 use crate::classify::{self, Class, HintInput};
 use crate::config::{Mailbox, Mechanism, Security};
+use crate::resolve::Resolver;
+use crate::smtp::{Phase, ReadError, Reply, read_reply};
+use crate::tls::{TlsInfo, TlsTrust};
 
 /// The longest each phase may take, before the probe's total timeout cuts it shorter.
 /// AUTH is generous because servers delay failed logins on purpose (Dovecot ~1.6 s).
@@ -66,7 +65,7 @@ pub struct ProberOptions {
 }
 
 impl Prober {
-    pub fn new(opts: ProberOptions) -> Result<Prober, super::resolve::ResolveError> {
+    pub fn new(opts: ProberOptions) -> Result<Prober, crate::resolve::ResolveError> {
         Ok(Prober {
             resolver: Resolver::new(opts.dns_server)?,
             tls: TlsTrust::new(),

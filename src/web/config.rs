@@ -359,7 +359,7 @@ pub fn load(path: &Path) -> Result<WebConfig, WebConfigError> {
                     )));
                 }
             };
-            let builder = rustls::ServerConfig::builder_with_provider(crate::probe::provider())
+            let builder = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
                 .with_protocol_versions(versions)
                 .map_err(|e| err(format!("TLS: {e}")))?;
             let builder = match t.client_auth_type.as_deref() {
@@ -383,7 +383,7 @@ pub fn load(path: &Path) -> Result<WebConfig, WebConfigError> {
                     }
                     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
                         Arc::new(roots),
-                        crate::probe::provider(),
+                        crate::tls::provider(),
                     )
                     .build()
                     .map_err(|e| err(format!("tls_server_config.client_ca_file: {e}")))?;

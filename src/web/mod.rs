@@ -125,7 +125,7 @@ pub async fn serve(
                 Ok(p) => p,
                 Err(_) => return,
             },
-            _ = crate::scheduler::stopped(&mut shutdown) => return,
+            _ = crate::util::stopped(&mut shutdown) => return,
         };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -136,7 +136,7 @@ pub async fn serve(
                     continue;
                 }
             },
-            _ = crate::scheduler::stopped(&mut shutdown) => return,
+            _ = crate::util::stopped(&mut shutdown) => return,
         };
         let state = state.clone();
         let tls = state.web_config().tls;

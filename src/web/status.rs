@@ -3,8 +3,9 @@
 
 use std::fmt::Write;
 
-use crate::probe::{ProbeResult, rfc3339, unix};
+use crate::probe::ProbeResult;
 use crate::scheduler::MailboxStatus;
+use crate::util::{rfc3339, unix};
 
 /// Escapes text for HTML element content and attribute values.
 pub fn escape(s: &str) -> String {
