@@ -631,8 +631,20 @@ impl Reloader {
         self
     }
 
-    /// The config, then the web config; either failing keeps the previous one.
+    /// The web config and the config, both or neither: the web config is read first, so
+    /// a bad one fails the reload before anything of the new config is applied.
     async fn reload_all(&mut self) -> anyhow::Result<()> {
+        let web = match load_web_config(&self.flags).await {
+            Ok(w) => w,
+            Err(e) => {
+                self.metrics.config_loaded(false);
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    "web config reload failed; the previous config and web config stay active"
+                );
+                return Err(e);
+            }
+        };
         reload(
             &self.flags,
             &self.store,
@@ -644,29 +656,22 @@ impl Reloader {
             &self.audit,
         )
         .await?;
-        let outcome = reload_web_config(&self.flags, &self.web).await;
-        if outcome.is_err() {
-            self.metrics.config_loaded(false);
+        if let Some(w) = web {
+            self.web.set_web_config(w);
         }
-        outcome
+        Ok(())
     }
 }
 
-/// Re-reads `--web.config.file` (rotated certificates, changed users); a bad one keeps
-/// the old one. New connections and requests use the new one.
-async fn reload_web_config(flags: &Flags, state: &WebState) -> anyhow::Result<()> {
+/// Reads `--web.config.file` again (rotated certificates, changed users), if there is
+/// one. New connections and requests use it once it is set.
+async fn load_web_config(flags: &Flags) -> anyhow::Result<Option<web::config::WebConfig>> {
     let Some(path) = flags.web_config_file.clone() else {
-        return Ok(());
+        return Ok(None);
     };
     match tokio::task::spawn_blocking(move || web::config::load(&path)).await {
-        Ok(Ok(cfg)) => {
-            state.set_web_config(cfg);
-            Ok(())
-        }
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "web config reload failed; the previous one stays active");
-            Err(anyhow::anyhow!("--web.config.file {e}"))
-        }
+        Ok(Ok(cfg)) => Ok(Some(cfg)),
+        Ok(Err(e)) => Err(anyhow::anyhow!("--web.config.file {e}")),
         Err(e) => Err(anyhow::anyhow!("reading --web.config.file failed: {e}")),
     }
 }

@@ -28,6 +28,9 @@ use crate::quota::{self, Ledger, PauseReason, Reservation, Unit, Window};
 use crate::state::{Loaded, StateStore};
 use crate::util::{lock, unix_now};
 
+/// The longest the reservation write before a probe may take.
+const STATE_WRITE_DEADLINE: Duration = Duration::from_secs(10);
+
 /// Why a due probe was not run (the `reason` label of `probes_skipped_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SkipReason {
@@ -210,15 +213,22 @@ impl SendGate {
                 Some((previous, l.clone()))
             }
         };
-        if let Some((previous, snapshot)) = reserve
-            && let Err(e) = self.persist(&mb.name, &snapshot).await
-        {
-            // Not on disk: the send must not happen.
-            lock(&ledger).reserved = previous;
-            return Err(Refusal {
-                reason: SkipReason::State,
-                detail: format!("cannot persist the send ledger: {e}"),
-            });
+        if let Some((previous, snapshot)) = reserve {
+            // A stalled disk (a hung network mount, a frozen file system) must not hold
+            // the mailbox silently: past the deadline it is a `state` skip like any
+            // other failed write.
+            let written =
+                tokio::time::timeout(STATE_WRITE_DEADLINE, self.persist(&mb.name, &snapshot))
+                    .await
+                    .unwrap_or(Err(crate::state::StateError::Timeout(STATE_WRITE_DEADLINE)));
+            if let Err(e) = written {
+                // Not on disk: the send must not happen.
+                lock(&ledger).reserved = previous;
+                return Err(Refusal {
+                    reason: SkipReason::State,
+                    detail: format!("cannot persist the send ledger: {e}"),
+                });
+            }
         }
         Ok(Permit { ledger })
     }

@@ -128,7 +128,13 @@ fn runtime_run(fut: impl std::future::Future<Output = ExitCode>) -> ExitCode {
         .enable_all()
         .build()
     {
-        Ok(rt) => rt.block_on(fut),
+        Ok(rt) => {
+            let code = rt.block_on(fut);
+            // A blocking read or write abandoned at its deadline (a hung NFS mount, a
+            // stalled disk) must not keep the process from exiting.
+            rt.shutdown_timeout(std::time::Duration::from_secs(2));
+            code
+        }
         Err(e) => {
             eprintln!("smtp-canary: cannot start the async runtime: {e}");
             ExitCode::from(1)

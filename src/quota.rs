@@ -71,10 +71,14 @@ pub struct Reservation {
     pub recipients: u32,
 }
 
+/// The most sends one reservation covers; a state file that claims more is corrupt.
+pub const MAX_RESERVATION: u32 = 8;
+
 /// How many sends one durable write covers: 1 (every send written) for small budgets,
-/// up to 8 for large ones, so a crash costs at most ~3% of a day's budget.
+/// up to [`MAX_RESERVATION`] for large ones, so a crash costs at most ~3% of a day's
+/// budget.
 pub fn reservation_chunk(budget: u32) -> u32 {
-    (budget / 32).clamp(1, 8)
+    (budget / 32).clamp(1, MAX_RESERVATION)
 }
 
 /// Why a mailbox is paused. Persisted as `"backoff"` / `"budget"`.
@@ -180,34 +184,16 @@ impl Ledger {
         });
     }
 
-    /// Records a send that is about to happen. Returns true when the ledger must be
-    /// written before the message goes out: the send is not covered by a reservation
-    /// on disk yet, so a new one of `chunk` sends (this one included) is taken.
-    pub fn record_send(&mut self, now: u64, recipients: u32, chunk: u32) -> bool {
-        self.record(now, recipients);
-        match &mut self.reserved {
-            Some(r) if r.count > 0 => {
-                r.count -= 1;
-                false
-            }
-            _ => {
-                self.reserved = Some(Reservation {
-                    count: chunk.saturating_sub(1),
-                    at: now,
-                    recipients,
-                });
-                true
-            }
-        }
-    }
-
     /// After loading from disk: sends reserved by the last process count as made (it may
     /// have died before using them), and this process starts without a reservation.
-    pub fn settle_reservation(&mut self) {
+    /// They count as made `now`, not when they were reserved: the last process may have
+    /// sent them just before it died, so both rolling windows must see them for their
+    /// full length.
+    pub fn settle_reservation(&mut self, now: u64) {
         if let Some(r) = self.reserved.take() {
-            for _ in 0..r.count {
+            for _ in 0..r.count.min(MAX_RESERVATION) {
                 self.sends.push_back(Send {
-                    at: r.at,
+                    at: now.max(r.at),
                     recipients: r.recipients,
                 });
             }
@@ -347,17 +333,20 @@ mod tests {
     }
 
     #[test]
-    fn reservations_cover_sends_and_count_after_a_crash() {
-        let mut l = Ledger::default();
-        assert!(l.record_send(10, 1, 3), "first send must be written");
-        let on_disk = l.clone();
-        assert!(!l.record_send(11, 1, 3));
-        assert!(!l.record_send(12, 1, 3));
-        assert!(l.record_send(13, 1, 3), "reservation used up");
-        // A crash right after the first write: the disk says 1 sent + 2 reserved.
-        let mut crashed = on_disk;
-        crashed.settle_reservation();
-        assert_eq!(crashed.used(Window::Day, Unit::Messages, 20), 3);
+    fn reserved_sends_count_as_made_at_load_after_a_crash() {
+        // On disk: one send at 10, and a reservation of 3 taken at 10 for the next ones.
+        let mut crashed = Ledger::default();
+        crashed.record(10, 1);
+        crashed.reserved = Some(Reservation {
+            count: 3,
+            at: 10,
+            recipients: 1,
+        });
+        crashed.settle_reservation(500);
+        assert_eq!(crashed.used(Window::Day, Unit::Messages, 500), 4);
+        // The reserved ones may have gone out just before the crash: the minute window
+        // at load sees them.
+        assert_eq!(crashed.used(Window::Minute, Unit::Messages, 500), 3);
         assert_eq!(crashed.reserved, None);
         assert_eq!(reservation_chunk(1), 1);
         assert_eq!(reservation_chunk(320), 8);

@@ -11,6 +11,7 @@
 //! (`<name>.json.corrupt-<unix>`), an error is logged, and the mailbox is treated as
 //! having spent today's budget, because sending too much is worse than skipping a day.
 
+use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -44,6 +45,8 @@ pub enum StateError {
     Encode(#[from] serde_json::Error),
     #[error("state task failed: {0}")]
     Join(String),
+    #[error("no answer from the disk within {0:?}")]
+    Timeout(Duration),
 }
 
 /// What loading a mailbox's state found.
@@ -115,13 +118,24 @@ impl StateStore {
             path: shown.clone(),
             reason,
         })?;
-        // The lock is on the directory itself, so it works on a read-only or full file
-        // system too: the daemon then starts and skips its probes (reason `state`)
-        // rather than refusing to run or sending unrecorded.
+        // The lock is on a regular file opened for writing (NFS emulates flock with
+        // fcntl locks, which need that); where it cannot be opened so (a read-only or
+        // full file system) on the directory itself, so the daemon still starts and
+        // skips its probes (reason `state`) rather than refusing to run.
         let file = std::fs::OpenOptions::new()
             .read(true)
-            .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
-            .open(dir)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(dir.join(LOCK_FILE))
+            .or_else(|_| {
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+                    .open(dir)
+            })
             .map_err(err)?;
         let holder_file = dir.join(LOCK_FILE);
         let until = std::time::Instant::now() + wait;
@@ -155,10 +169,11 @@ impl StateStore {
         }
         // Who holds it, for the next process's message; failing to say so (a full or
         // read-only directory) is harmless.
-        let _ = write_atomic(
-            &holder_file,
-            format!("{} pid {}", role.as_str(), std::process::id()).as_bytes(),
-        );
+        if file.metadata().is_ok_and(|m| m.is_file()) {
+            let mut f = &file;
+            let _ = file.set_len(0);
+            let _ = write!(f, "{} pid {}", role.as_str(), std::process::id());
+        }
         Ok(StateStore {
             dir: dir.to_path_buf(),
             _lock: Arc::new(file),
@@ -215,13 +230,44 @@ impl StateStore {
     }
 }
 
-/// Parses a ledger file's bytes: the sends a previous process reserved count as made,
-/// and sends older than a day are dropped.
-pub fn parse_ledger(bytes: &[u8], now: u64) -> Result<Ledger, serde_json::Error> {
+/// Why a ledger file's bytes are not a ledger.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+    /// More than any process ever reserves: settling it would allocate without bound.
+    #[error("a reservation of {0} sends (at most {max} are ever reserved)", max = crate::quota::MAX_RESERVATION)]
+    Reservation(u32),
+}
+
+/// Parses a ledger file's bytes: the sends a previous process reserved count as made
+/// now, and sends older than a day are dropped.
+pub fn parse_ledger(bytes: &[u8], now: u64) -> Result<Ledger, LedgerError> {
     let mut l = serde_json::from_slice::<Ledger>(bytes)?;
-    l.settle_reservation();
+    if let Some(r) = l.reserved
+        && r.count > crate::quota::MAX_RESERVATION
+    {
+        return Err(LedgerError::Reservation(r.count));
+    }
+    l.settle_reservation(now);
     l.prune(now);
     Ok(l)
+}
+
+/// This process's supplementary groups (Kubernetes adds `fsGroup` as one).
+fn supplementary_groups() -> Vec<libc::gid_t> {
+    // SAFETY: getgroups with size 0 returns the count; then it fills a buffer of that
+    // size. A failure returns -1, which gives an empty list.
+    unsafe {
+        let n = libc::getgroups(0, std::ptr::null_mut());
+        if n <= 0 {
+            return Vec::new();
+        }
+        let mut groups = vec![0 as libc::gid_t; n as usize];
+        let got = libc::getgroups(n, groups.as_mut_ptr());
+        groups.truncate(got.max(0) as usize);
+        groups
+    }
 }
 
 /// Whether `dir` is safe to keep the ledger in (see [`StateStore::open`]); fixes the
@@ -235,7 +281,8 @@ fn check_dir(dir: &Path) -> Result<(), String> {
     // SAFETY: geteuid/getegid have no preconditions and cannot fail.
     let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
     let mode = meta.mode() & 0o7777;
-    let group_ok = mode & 0o020 == 0 || meta.gid() == gid;
+    let group_ok =
+        mode & 0o020 == 0 || meta.gid() == gid || supplementary_groups().contains(&meta.gid());
     let others_ok = mode & 0o002 == 0;
     if meta.uid() == uid {
         if !(group_ok && others_ok) {

@@ -31,6 +31,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 
 use crate::config::{AuthConfig, Config, Mechanism, Secret};
+use crate::redact::Redactor;
 
 /// What a probe authenticates with.
 #[derive(Debug, Clone)]
@@ -61,30 +62,24 @@ impl Credentials {
         }
     }
 
-    /// Every form in which these credentials cross the wire, for a [`Redactor`]: the
-    /// password and the token as they are, and the base64 of each SASL payload and
-    /// line (PLAIN, both LOGIN lines, XOAUTH2), without padding so an echo that drops
-    /// or changes it still matches.
-    ///
-    /// [`Redactor`]: crate::redact::Redactor
-    pub fn secret_forms(&self) -> Vec<String> {
-        use base64::engine::general_purpose::STANDARD_NO_PAD as B64_NO_PAD;
+    /// A [`Redactor`] for every form in which these credentials cross the wire: the
+    /// password or token (in all their encodings) and the SASL framings that carry them
+    /// (the PLAIN payload, both LOGIN lines, the XOAUTH2 payload).
+    pub fn redactor(&self) -> Redactor {
         match self {
-            Credentials::None => Vec::new(),
+            Credentials::None => Redactor::new(),
             Credentials::Password { username, password } => {
                 let pw = password.expose();
-                vec![
-                    pw.to_owned(),
-                    B64_NO_PAD.encode(pw),
-                    format!("\0{username}\0{pw}"),
-                    B64_NO_PAD.encode(format!("\0{username}\0{pw}")),
-                    B64_NO_PAD.encode(username),
-                ]
+                Redactor::new()
+                    .secret(pw)
+                    .exact(&format!("\0{username}\0{pw}"))
+                    .exact(username)
             }
             Credentials::Bearer { username, token } => {
                 let t = token.expose();
-                let payload = format!("user={username}\x01auth=Bearer {t}\x01\x01");
-                vec![t.to_owned(), B64_NO_PAD.encode(&payload), payload]
+                Redactor::new()
+                    .secret(t)
+                    .exact(&format!("user={username}\x01auth=Bearer {t}\x01\x01"))
             }
         }
     }

@@ -17,6 +17,7 @@ use reqwest::header::{ACCEPT, HeaderValue};
 
 use super::TokenError;
 use crate::config::{Grant, Secret};
+use crate::redact::Redactor;
 use crate::tls::{TlsSetupError, TlsTrust};
 
 /// Longest a whole token request may take (connect, TLS, request, body). Shorter than the
@@ -133,11 +134,12 @@ impl TokenClient {
     /// Sends one token request. Every outcome that is not a usable token is a
     /// [`TokenError`] whose text holds neither the secret nor any token.
     pub(crate) async fn request(&self, req: &TokenRequest<'_>) -> Result<Issued, TokenError> {
-        let secrets: Vec<&str> = [Some(req.client_secret), req.refresh_token]
+        // The endpoint may quote what it was sent; its text is scrubbed of every form
+        // of the secrets in this request before anything keeps it.
+        let secrets = [Some(req.client_secret), req.refresh_token]
             .into_iter()
             .flatten()
-            .map(Secret::expose)
-            .collect();
+            .fold(Redactor::new(), |r, s| r.secret(s.expose()));
         let mut form: Vec<(&str, &str)> = Vec::with_capacity(5);
         match req.grant {
             Grant::ClientCredentials => form.push(("grant_type", "client_credentials")),
@@ -230,7 +232,10 @@ fn transport_error(e: &reqwest::Error, where_: &str) -> TokenError {
     };
     TokenError {
         reason: reason.into(),
-        description: clean(&format!("token request to {where_} failed: {what}"), &[]),
+        description: clean(
+            &format!("token request to {where_} failed: {what}"),
+            &Redactor::new(),
+        ),
     }
 }
 
@@ -239,7 +244,7 @@ pub(crate) fn parse_response(
     status: u16,
     body: &[u8],
     where_: &str,
-    secrets: &[&str],
+    secrets: &Redactor,
 ) -> Result<Issued, TokenError> {
     let json: Option<serde_json::Map<String, serde_json::Value>> =
         serde_json::from_slice(body).ok();
@@ -344,13 +349,11 @@ pub(crate) fn reason_label(code: &str) -> Option<String> {
 }
 
 /// Endpoint text made fit for a log line and a probe reply: any secret we sent is cut
-/// out, control characters (Entra puts `\r\n` before "Trace ID") become spaces, runs of
-/// spaces shrink to one, and the length is bounded.
-pub(crate) fn clean(text: &str, secrets: &[&str]) -> String {
-    let mut t = text.to_owned();
-    for s in secrets.iter().filter(|s| s.len() >= 4) {
-        t = t.replace(s, "<redacted>");
-    }
+/// out (before anything else, so no later cut leaves a piece of one), control characters
+/// (Entra puts `\r\n` before "Trace ID") become spaces, runs of spaces shrink to one,
+/// and the length is bounded.
+pub(crate) fn clean(text: &str, secrets: &Redactor) -> String {
+    let t = secrets.scrub(text);
     let mut out = String::with_capacity(t.len().min(MAX_DESCRIPTION));
     let mut space = false;
     for c in t.chars() {
@@ -385,7 +388,7 @@ mod tests {
             status,
             body.as_bytes(),
             "https://login.example/token",
-            &["sekrit-value"],
+            &Redactor::new().secret("sekrit-value"),
         )
     }
 
@@ -498,7 +501,7 @@ mod tests {
     #[test]
     fn clean_bounds_length() {
         let long = "é".repeat(5000);
-        let c = clean(&long, &[]);
+        let c = clean(&long, &Redactor::new());
         assert!(c.len() <= MAX_DESCRIPTION + '…'.len_utf8());
         assert!(c.ends_with('…'));
     }

@@ -19,13 +19,14 @@ pub(super) type S<T> = Option<Spanned<T>>;
 /// A non-string value (a number, a switch) as whatever YAML type the file gave it. A value
 /// of the wrong type (`port: abc`, `allow_insecure_auth: 'yes'`) is then one more error
 /// that `validate.rs` reports beside the others, instead of serde stopping the whole load
-/// at it, and a quoted string is never taken for a boolean or a number.
+/// at it. A quoted string is never taken for a boolean; a quoted number is still a
+/// number (templating tools quote them). These keys never hold secrets.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum Scalar {
     Bool(bool),
     Int(i64),
     Float,
-    Str,
+    Str(String),
     /// A list, mapping or null where a scalar belongs (`tree.rs` reports those).
     Other,
 }
@@ -37,7 +38,7 @@ impl Scalar {
             Scalar::Bool(_) => "a boolean",
             Scalar::Int(_) => "an integer",
             Scalar::Float => "a decimal number",
-            Scalar::Str => "a string",
+            Scalar::Str(_) => "a string",
             Scalar::Other => "not a single value",
         }
     }
@@ -72,8 +73,8 @@ impl<'de> Deserialize<'de> for Scalar {
             fn visit_f64<E>(self, _: f64) -> Result<Scalar, E> {
                 Ok(Scalar::Float)
             }
-            fn visit_str<E>(self, _: &str) -> Result<Scalar, E> {
-                Ok(Scalar::Str)
+            fn visit_str<E>(self, s: &str) -> Result<Scalar, E> {
+                Ok(Scalar::Str(s.to_owned()))
             }
             fn visit_unit<E>(self) -> Result<Scalar, E> {
                 Ok(Scalar::Other)

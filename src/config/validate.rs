@@ -203,9 +203,10 @@ fn duration(
 /// which is what leaving the key out means.
 /// The integer of a [`Scalar`] key, or an error that names the type the file had.
 fn integer(ctx: &mut Ctx<'_>, v: &Spanned<Scalar>, key: &str, expected: &str) -> Option<i64> {
-    match v.value {
-        Scalar::Int(n) => Some(n),
-        ref other => {
+    match &v.value {
+        Scalar::Int(n) => Some(*n),
+        Scalar::Str(s) if s.trim().parse::<i64>().is_ok() => s.trim().parse().ok(),
+        other => {
             ctx.err(
                 &v.referenced,
                 key,
@@ -363,34 +364,25 @@ fn mailbox(
         };
         let port_key = format!("{p}.port");
         port = match &m.port {
-            Some(v) => {
-                match integer(ctx, v, &port_key, "a port number (1 to 65535)").map(u16::try_from) {
-                    None => 0,
-                    Some(Ok(0)) => {
-                        ctx.err(
-                            &v.referenced,
-                            format!("{p}.port"),
-                            "port 0 is not valid (1 to 65535; usually 587)",
-                        );
-                        0
-                    }
-                    Some(Ok(n)) => n,
-                    Some(Err(_)) => {
-                        ctx.err(
-                            &v.referenced,
-                            format!("{p}.port"),
-                            format!(
-                                "port {} is out of range (1 to 65535)",
-                                match v.value {
-                                    Scalar::Int(n) => n,
-                                    _ => 0,
-                                }
-                            ),
-                        );
-                        0
-                    }
+            Some(v) => match integer(ctx, v, &port_key, "a port number (1 to 65535)") {
+                None => 0,
+                Some(0) => {
+                    ctx.err(
+                        &v.referenced,
+                        &port_key,
+                        "port 0 is not valid (1 to 65535; usually 587)",
+                    );
+                    0
                 }
-            }
+                Some(n) => u16::try_from(n).unwrap_or_else(|_| {
+                    ctx.err(
+                        &v.referenced,
+                        &port_key,
+                        format!("port {n} is out of range (1 to 65535)"),
+                    );
+                    0
+                }),
+            },
             // Implicit TLS lives on 465 by convention; 587 with `security: tls` is a
             // handshake against a plain-text greeting.
             None if security_word(&m.security) == Some(Security::Tls) => 465,
@@ -419,7 +411,12 @@ fn mailbox(
 
     if provider == Provider::Microsoft365 && (port == 465 || security == Security::Tls) {
         let at = match (&m.port, &m.security) {
-            (Some(v), _) if v.value == Scalar::Int(465) => Some((v.referenced, "port")),
+            (Some(v), _)
+                if matches!(&v.value, Scalar::Int(465))
+                    || matches!(&v.value, Scalar::Str(t) if t.trim() == "465") =>
+            {
+                Some((v.referenced, "port"))
+            }
             (_, Some(v)) => Some((v.referenced, "security")),
             (Some(v), None) => Some((v.referenced, "port")),
             (None, None) => None,

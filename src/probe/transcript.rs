@@ -55,8 +55,15 @@ impl Transcript {
         if redactor.is_empty() {
             return;
         }
-        for e in &mut self.entries {
-            redactor.scrub_in_place(&mut e.text);
+        // Line by line and across lines: a secret may be cut over two reply lines.
+        let mut texts: Vec<String> = self
+            .entries
+            .iter_mut()
+            .map(|e| std::mem::take(&mut e.text))
+            .collect();
+        redactor.scrub_lines(&mut texts);
+        for (e, t) in self.entries.iter_mut().zip(texts) {
+            e.text = t;
         }
     }
 

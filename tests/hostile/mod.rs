@@ -31,6 +31,9 @@ pub enum Mode {
     EchoPayloadIn535,
     /// The PLAIN payload decoded, the password quoted in clear.
     EchoDecodedPassword,
+    /// A line without a reply code that quotes the decoded password (a malformed reply,
+    /// whose text our error message quotes).
+    EchoPasswordInMalformedLine,
     /// The payload cut in two over a multi-line 535.
     EchoPayloadSplitOverLines,
     /// AUTH LOGIN: both client lines quoted in a multi-line 535.
@@ -98,10 +101,11 @@ pub enum Mode {
 }
 
 impl Mode {
-    pub const ALL: [Mode; 35] = [
+    pub const ALL: [Mode; 36] = [
         Mode::EchoAuthLineIn500,
         Mode::EchoPayloadIn535,
         Mode::EchoDecodedPassword,
+        Mode::EchoPasswordInMalformedLine,
         Mode::EchoPayloadSplitOverLines,
         Mode::EchoLoginLines,
         Mode::EchoLoginDecoded,
@@ -135,6 +139,11 @@ impl Mode {
         Mode::SilentTlsHandshake,
         Mode::HugeCertificateChain,
     ];
+
+    /// Whether this mode quotes a secret back (its output must show `<redacted>`).
+    pub fn echoes(self) -> bool {
+        format!("{self:?}").starts_with("Echo")
+    }
 
     /// Whether the mailbox probing this mode uses STARTTLS (else `security: none` with
     /// `allow_insecure_auth`, so the echo modes need no TLS).
@@ -529,6 +538,9 @@ async fn auth<S: AsyncRead + AsyncWrite + Unpin>(
                 Mode::EchoPayloadIn535 => format!("535 5.7.8 bad password {initial}\r\n"),
                 Mode::EchoDecodedPassword => {
                     format!("535 5.7.8 wrong password \"{password}\"\r\n")
+                }
+                Mode::EchoPasswordInMalformedLine => {
+                    format!("bad password {password}\r\n")
                 }
                 Mode::EchoPayloadSplitOverLines => {
                     let (a, b) = initial.split_at(initial.len() / 2);
