@@ -113,7 +113,7 @@ pub fn check_config(flags: &Flags) -> ExitCode {
         );
     }
     // Readiness findings are warnings: the config stays valid (exit 0).
-    for f in auth::basic_auth_findings(&cfg) {
+    for f in crate::audit::basic_auth_findings(&cfg) {
         println!(
             "finding {} ({}) domain {}: {}",
             f.check(),
@@ -141,14 +141,14 @@ fn oauth_sources(
     let client = TokenClient::new(prober.tls()).context("setting up the OAuth token client")?;
     let opts = CacheOptions {
         state_dir: Some(flags.state_dir.clone()),
-        metrics,
+        metrics: metrics.map(|m| m as Arc<dyn auth::TokenEvents>),
         ..CacheOptions::default()
     };
     Ok(CredentialSources::new(client, opts))
 }
 
 /// Exports the Basic-auth retirement findings; at start also logs each one once.
-fn basic_auth_readiness(findings: &[auth::BasicAuthFinding], metrics: &Metrics, log: bool) {
+fn basic_auth_readiness(findings: &[crate::audit::BasicAuthFinding], metrics: &Metrics, log: bool) {
     if log {
         for f in findings {
             tracing::warn!(check = f.check(), severity = f.severity(), domain = %f.domain, mailbox = %f.mailbox, "{}", f.message());
@@ -398,10 +398,10 @@ async fn prepare(
     flags: &Flags,
     store: &StateStore,
     demo: &mut Option<Demo>,
-) -> anyhow::Result<(Config, Vec<auth::BasicAuthFinding>)> {
+) -> anyhow::Result<(Config, Vec<crate::audit::BasicAuthFinding>)> {
     // From the whole config, before sharding: with shards, each domain's finding comes
     // from the one instance that owns the domain, like its DNS audit.
-    let mut findings = auth::basic_auth_findings(&cfg);
+    let mut findings = crate::audit::basic_auth_findings(&cfg);
     if let Some((i, n)) = flags.shard {
         findings.retain(|f| shard_of(&f.domain, n) == i);
         // Each domain is audited by exactly one shard too, so N instances behind one

@@ -1,22 +1,27 @@
 //! smtp-canary: probes SMTP submission mailboxes with real canary messages, times every
 //! phase of the session, classifies failures and exports it all as Prometheus metrics.
 //!
-//! The crate is laid out by responsibility:
-//! - [`config`]: the YAML schema, validation, provider presets and secrets;
-//! - [`probe`]: the timed SMTP session, its TLS, DNS and transcript;
-//! - [`classify`]: maps server replies to the fixed failure classes and hints;
-//! - [`auth`]: SASL mechanisms, credentials, OAuth 2.0 token sources and their cache;
-//! - [`quota`]: the canary's own sends in rolling windows, its budget and back-off;
-//! - [`state`]: durable per-mailbox state in `--state.dir`, written atomically;
-//! - [`metrics`]: every metric this exporter defines;
-//! - [`scheduler`]: one task per mailbox, jittered, never overlapping; reload;
-//! - [`web`]: the HTTP side (`/metrics`, health, reload, status page, web config);
-//! - [`demo`]: the in-process loopback relay behind `provider: demo`;
-//! - [`audit`]: the DNS audit of sender domains (SPF, DKIM, DMARC, MX);
-//! - [`daemon`] and [`logging`]: the command-line edge: wiring, signals, exit codes, logs.
+//! The crate is laid out in layers, bottom first; a module uses only modules below it
+//! ([`architecture`] writes the order down and a test keeps it true):
+//! 1. utilities: [`util`] (time, locks, shutdown), [`fsutil`] (bounded reads, atomic
+//!    writes), [`redact`] (scrubbing secrets out of outside text);
+//! 2. vocabulary: [`smtp`] (replies, enhanced codes, phases), [`tls`] (trust),
+//!    [`resolve`] (DNS), [`demo`] (the in-process relay and test server, PKI);
+//! 3. [`config`]: the YAML schema, validation, provider presets, budget arithmetic and
+//!    secrets;
+//! 4. the domain: [`classify`] (replies to failure classes and hints), [`quota`]
+//!    (rolling windows, back-off), [`state`] (the ledger files, the directory lock),
+//!    [`auth`] (SASL, OAuth token sources and cache), [`probe`] (the timed SMTP
+//!    session), [`gate`] (budget, rate and "on disk first" before every send),
+//!    [`audit`] (SPF, DKIM, DMARC, MX and Basic-auth readiness findings);
+//! 5. [`metrics`]: every metric, fed plain results and events;
+//! 6. runtime and edge: [`board`] (last results), [`scheduler`], [`web`], [`logging`]
+//!    and [`daemon`] (wiring, signals, exit codes).
 
+pub mod architecture;
 pub mod audit;
 pub mod auth;
+pub mod board;
 pub mod classify;
 pub mod config;
 pub mod daemon;

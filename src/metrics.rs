@@ -498,54 +498,25 @@ impl Metrics {
             .inc();
     }
 
-    /// A token request succeeded: the cached token expires at `expires_at`.
-    pub fn oauth_token_fetched(&self, mailbox: &str, expires_at: std::time::SystemTime) {
-        self.oauth_token_expiry_timestamp_seconds
-            .with_label_values(&[mailbox])
-            .set(unix(expires_at) as f64);
-    }
-
-    /// The cached token is gone (rejected by the server, or expired after failed
-    /// refreshes): its expiry no longer describes anything.
-    pub fn oauth_token_dropped(&self, mailbox: &str) {
-        let _ = self
-            .oauth_token_expiry_timestamp_seconds
-            .remove_label_values(&[mailbox]);
-    }
-
-    /// A token request failed for `reason` (bounded by the token client: an OAuth error
-    /// code, `http_<status>`, `network`, `timeout` or `malformed`).
-    pub fn oauth_token_failed(&self, mailbox: &str, reason: &str) {
-        self.oauth_token_failures_total
-            .with_label_values(&[mailbox, reason])
-            .inc();
-        self.seen()
-            .entry(mailbox.to_owned())
-            .or_default()
-            .oauth_reasons
-            .insert(reason.to_owned());
-    }
-
     /// Sets `audit_finding{domain, check="auth.basic_auth_retiring", severity="warning"}`
-    /// to 1 for exactly these domains (see `auth::basic_auth_findings`). Only series with
+    /// to 1 for exactly these domains (see `audit::basic_auth_findings`). Only series with
     /// this check are ever set or removed here, so the DNS audit's own per-domain
     /// updates and this never delete each other's findings.
     pub fn set_basic_auth_findings<'a>(&self, domains: impl IntoIterator<Item = &'a str>) {
-        use crate::auth::{BASIC_AUTH_CHECK, BASIC_AUTH_SEVERITY};
+        use crate::audit::BASIC_AUTH;
+        let (check, severity) = (BASIC_AUTH.id(), BASIC_AUTH.severity().as_str());
         let want: HashSet<&str> = domains.into_iter().collect();
         // Every basic-auth series whose domain no longer has the finding.
         for labels in label_sets(&self.audit_finding, &["domain", "check", "severity"]) {
-            if labels[1] == BASIC_AUTH_CHECK && !want.contains(labels[0].as_str()) {
-                let _ = self.audit_finding.remove_label_values(&[
-                    &labels[0],
-                    BASIC_AUTH_CHECK,
-                    &labels[2],
-                ]);
+            if labels[1] == check && !want.contains(labels[0].as_str()) {
+                let _ = self
+                    .audit_finding
+                    .remove_label_values(&[&labels[0], check, &labels[2]]);
             }
         }
         for domain in want {
             self.audit_finding
-                .with_label_values(&[domain, BASIC_AUTH_CHECK, BASIC_AUTH_SEVERITY])
+                .with_label_values(&[domain, check, severity])
                 .set(1);
         }
     }
@@ -737,5 +708,47 @@ fn release_free_memory() {}
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+/// The DNS audit task reports here.
+impl crate::audit::AuditSink for Metrics {
+    fn record_audit(&self, report: &crate::audit::DomainReport) {
+        Metrics::record_audit(self, report);
+    }
+
+    fn remove_audit_domain(&self, domain: &str) {
+        Metrics::remove_audit_domain(self, domain);
+    }
+}
+
+/// The token caches report here.
+impl crate::auth::TokenEvents for Metrics {
+    /// A token request succeeded: the cached token expires at `expires_at`.
+    fn token_fetched(&self, mailbox: &str, expires_at: std::time::SystemTime) {
+        self.oauth_token_expiry_timestamp_seconds
+            .with_label_values(&[mailbox])
+            .set(unix(expires_at) as f64);
+    }
+
+    /// The cached token is gone (rejected by the server, or expired after failed
+    /// refreshes): its expiry no longer describes anything.
+    fn token_dropped(&self, mailbox: &str) {
+        let _ = self
+            .oauth_token_expiry_timestamp_seconds
+            .remove_label_values(&[mailbox]);
+    }
+
+    /// A token request failed for `reason` (bounded by the token client: an OAuth error
+    /// code, `http_<status>`, `network`, `timeout` or `malformed`).
+    fn token_failed(&self, mailbox: &str, reason: &str) {
+        self.oauth_token_failures_total
+            .with_label_values(&[mailbox, reason])
+            .inc();
+        self.seen()
+            .entry(mailbox.to_owned())
+            .or_default()
+            .oauth_reasons
+            .insert(reason.to_owned());
     }
 }

@@ -94,6 +94,15 @@ impl Redactor {
         self
     }
 
+    /// Adds the base64 of `s` (but not `s`): a client line that encodes text which is
+    /// not secret by itself, such as the LOGIN user name.
+    pub fn exact_base64(mut self, s: &str) -> Redactor {
+        if !s.is_empty() {
+            self.push_whole(B64.encode(s));
+        }
+        self
+    }
+
     fn push_whole(&mut self, f: String) {
         if !f.is_empty() && !self.whole.contains(&f) {
             self.whole.push(f);

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD as B64, STANDARD_NO_PAD as B64_NO_PAD};
+use base64::engine::general_purpose::STANDARD_NO_PAD as B64_NO_PAD;
 use harness::{BIN, Daemon, metric_value, run};
 use hostile::{HostileServer, Mode, Tls, run_measured};
 use smtp_canary::demo::{Pki, ServerHandle, SmtpServer};
@@ -39,48 +39,70 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
-/// Every form a secret can leak in: whole, escaped, base64 (padded or not), any
-/// 16-character piece of those (an echo split over lines, or quoted in part), and inside
-/// any base64 run of the text, decoded (a token wrapped in a base64 JSON challenge).
-fn leak(text: &str, secrets: &[String]) -> Option<String> {
-    let decoded: Vec<String> = text
-        .split(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=')))
-        .filter(|w| w.len() >= 8)
-        .filter_map(|w| B64_NO_PAD.decode(w.trim_end_matches('=')).ok())
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .collect();
-    for s in secrets {
-        if decoded.iter().any(|d| d.contains(s.as_str())) {
-            return Some(format!("{s:?} inside base64"));
+/// What must not appear: secrets in every form and piece, and framings (the SASL
+/// payloads, which also hold the user name) whole.
+struct Secrets {
+    secrets: Vec<String>,
+    framings: Vec<String>,
+}
+
+impl Secrets {
+    fn password(user: &str, password: &str) -> Secrets {
+        Secrets {
+            secrets: vec![password.to_owned()],
+            framings: vec![format!("\0{user}\0{password}")],
         }
-        let forms = [
-            s.clone(),
-            s.escape_debug().to_string(),
-            B64.encode(s),
-            B64_NO_PAD.encode(s),
-        ];
-        for f in forms {
-            if f.len() >= 4 && text.contains(&f) {
-                return Some(f);
-            }
-            let bytes = f.as_bytes();
-            for w in bytes.windows(16) {
-                let w = String::from_utf8_lossy(w);
-                if text.contains(w.as_ref()) {
-                    return Some(w.into_owned());
+    }
+
+    /// The first form of a secret found in `text`: whole, escaped, in base64 at any byte
+    /// alignment (padded or not), any 16-character piece of those (an echo split over
+    /// lines, or quoted in part), or inside any base64 run of the text once decoded (a
+    /// token wrapped in a base64 JSON challenge); a framing whole or in base64.
+    fn leak(&self, text: &str) -> Option<String> {
+        let decoded: Vec<String> = text
+            .split(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=')))
+            .filter(|w| w.len() >= 8)
+            .filter_map(|w| B64_NO_PAD.decode(w.trim_end_matches('=')).ok())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .collect();
+        for f in &self.framings {
+            for form in [f.clone(), B64_NO_PAD.encode(f)] {
+                if text.contains(&form) {
+                    return Some(format!("{form:?} (a SASL payload)"));
                 }
             }
         }
+        for s in &self.secrets {
+            if decoded.iter().any(|d| d.contains(s.as_str())) {
+                return Some(format!("{s:?} inside base64"));
+            }
+            let mut forms = vec![
+                s.clone(),
+                s.escape_debug().to_string(),
+                B64_NO_PAD.encode(s),
+            ];
+            for shift in 1..=2usize {
+                let mut bytes = vec![0u8; shift];
+                bytes.extend_from_slice(s.as_bytes());
+                let enc = B64_NO_PAD.encode(&bytes);
+                if enc.len() > shift + 2 {
+                    forms.push(enc[shift + 1..enc.len() - 1].to_owned());
+                }
+            }
+            for f in forms {
+                if f.len() >= 4 && text.contains(&f) {
+                    return Some(f);
+                }
+                for w in f.as_bytes().windows(16) {
+                    let w = String::from_utf8_lossy(w);
+                    if text.contains(w.as_ref()) {
+                        return Some(w.into_owned());
+                    }
+                }
+            }
+        }
+        None
     }
-    None
-}
-
-fn secrets_of(user: &str, password: &str) -> Vec<String> {
-    vec![
-        password.to_owned(),
-        format!("\0{user}\0{password}"),
-        B64.encode(format!("\0{user}\0{password}")),
-    ]
 }
 
 fn write(path: &Path, text: &str) -> PathBuf {
@@ -226,11 +248,13 @@ fn every_hostile_server_mode_ends_in_its_class_within_bounds_and_leaks_nothing()
             .collect()
     });
 
-    let mut secrets = secrets_of(USER, SHORT_PASSWORD);
-    secrets.push(CLIENT_SECRET.to_owned());
-    secrets.extend(tokens.issued());
+    let mut secrets = Secrets::password(USER, SHORT_PASSWORD);
+    secrets.secrets.push(CLIENT_SECRET.to_owned());
+    secrets.secrets.extend(tokens.issued());
     for t in tokens.issued() {
-        secrets.push(format!("user={USER}\x01auth=Bearer {t}\x01\x01"));
+        secrets
+            .framings
+            .push(format!("user={USER}\x01auth=Bearer {t}\x01\x01"));
     }
     let mut problems = Vec::new();
     for (mode, m) in &results {
@@ -260,7 +284,7 @@ fn every_hostile_server_mode_ends_in_its_class_within_bounds_and_leaks_nothing()
             problems.push(format!("{mode:?}: peak RSS {} KiB", m.max_rss_kib));
         }
         for (what, text) in [("stdout", &m.stdout), ("stderr", &m.stderr)] {
-            if let Some(f) = leak(text, &secrets) {
+            if let Some(f) = secrets.leak(text) {
                 problems.push(format!("{mode:?}: secret piece {f:?} in {what}"));
             }
         }
@@ -281,7 +305,7 @@ fn every_hostile_server_mode_ends_in_its_class_within_bounds_and_leaks_nothing()
             .expect("probe --format text");
         let text = String::from_utf8_lossy(&out.stdout).into_owned()
             + &String::from_utf8_lossy(&out.stderr);
-        if let Some(f) = leak(&text, &secrets) {
+        if let Some(f) = secrets.leak(&text) {
             problems.push(format!("{mode:?}: secret piece {f:?} in the text output"));
         }
     }
@@ -325,7 +349,7 @@ fn a_daemon_probing_echoing_servers_shows_no_secret_on_the_page_or_in_logs() {
         servers.push(s);
     }
     let cfg = write(&dir.path().join("c.yaml"), &yaml);
-    let secrets = secrets_of(USER, PASSWORD);
+    let secrets = Secrets::password(USER, PASSWORD);
     for format in ["logfmt", "json"] {
         let state = dir.path().join(format!("state-{format}"));
         let d = Daemon::start(
@@ -352,7 +376,7 @@ fn a_daemon_probing_echoing_servers_shows_no_secret_on_the_page_or_in_logs() {
         let (_, page) = d.get("/").expect("status page");
         assert!(page.contains("&lt;redacted&gt;"), "{page}");
         for (what, text) in [("/metrics", metrics), ("/", page), ("log", d.log())] {
-            assert_eq!(leak(&text, &secrets), None, "secret in {what} ({format})");
+            assert_eq!(secrets.leak(&text), None, "secret in {what} ({format})");
         }
     }
 }

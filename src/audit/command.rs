@@ -14,7 +14,6 @@ use tokio::task::JoinHandle;
 
 use super::{AuditOptions, Auditor, DomainReport, Target, add_basic_auth_findings, stdout_colour};
 use crate::config::{self, Config, Provider};
-use crate::metrics::Metrics;
 use crate::resolve::Resolver;
 
 /// Exit code for usage and config errors (the contract's 2).
@@ -150,8 +149,16 @@ impl Plan {
     }
 }
 
+/// Where the audit task publishes its reports (the daemon's metrics implement it).
+pub trait AuditSink: Send + Sync {
+    /// The latest report of a domain.
+    fn record_audit(&self, report: &DomainReport);
+    /// A domain is no longer audited: its series go.
+    fn remove_audit_domain(&self, domain: &str);
+}
+
 /// The daemon's audit task: audits the configured domains at start and then every
-/// `dns_audit.interval`, publishing each result (see [`Metrics::record_audit`]).
+/// `dns_audit.interval`, publishing each report to an [`AuditSink`].
 pub struct AuditTask {
     plan: watch::Sender<Plan>,
     handle: JoinHandle<()>,
@@ -161,7 +168,7 @@ impl AuditTask {
     pub fn start(
         cfg: &Config,
         resolver: TokioResolver,
-        metrics: Arc<Metrics>,
+        metrics: Arc<dyn AuditSink>,
         stop: watch::Receiver<bool>,
     ) -> AuditTask {
         let (plan, rx) = watch::channel(Plan::of(cfg));
@@ -190,7 +197,7 @@ impl AuditTask {
 async fn periodic(
     auditor: Auditor,
     mut plan: watch::Receiver<Plan>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<dyn AuditSink>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut published: HashSet<String> = HashSet::new();

@@ -17,14 +17,16 @@ mod dkim;
 mod dmarc;
 mod dns;
 mod findings;
+mod readiness;
 mod report;
 mod spf;
 
-pub use command::{AuditArgs, AuditTask, parse_selector, run_command};
+pub use command::{AuditArgs, AuditSink, AuditTask, parse_selector, run_command};
 pub use dkim::{DkimReport, MIN_RSA_BITS, ONE_ACTIVE_SELECTOR, WEAK_RSA_BITS};
 pub use dmarc::{DmarcReport, organizational_domain, policy_value};
 pub use dns::{AuditOptions, DnsFailure, FailureKind, RType};
 pub use findings::{CHECKS, Check, CheckInfo, Finding, Outcome, Severity};
+pub use readiness::{BASIC_AUTH, BasicAuthFinding, basic_auth_findings};
 pub use report::{DomainReport, stdout_colour};
 pub use spf::{LOOKUP_LIMIT, SpfReport, VOID_LIMIT};
 
@@ -257,9 +259,9 @@ async fn mx(
 }
 
 /// Adds the `auth.basic_auth_retiring` findings of `cfg`'s mailboxes for the report's
-/// domain. The logic is the OAuth work's ([`crate::auth::basic_auth_findings`]).
+/// domain ([`basic_auth_findings`]).
 pub fn add_basic_auth_findings(report: &mut DomainReport, cfg: &Config) {
-    let found: Vec<_> = crate::auth::basic_auth_findings(cfg)
+    let found: Vec<_> = basic_auth_findings(cfg)
         .into_iter()
         .filter(|f| f.domain == report.domain)
         .collect();

@@ -26,7 +26,6 @@ use super::oauth::{Issued, TokenClient, TokenRequest, endpoint_label};
 use super::store::RefreshStore;
 use super::{AccessToken, TokenError, TokenProvider};
 use crate::config::{Grant, OAuth2, Secret};
-use crate::metrics::Metrics;
 
 /// The margin before expiry at which a token is replaced.
 pub const REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
@@ -49,14 +48,27 @@ pub fn backoff(failures: u32, base: Duration, cap: Duration) -> Duration {
     base.saturating_mul(1u32 << exp).min(cap)
 }
 
+/// What a token cache reports as it works. The metrics implement it; the cache knows
+/// nothing of them.
+pub trait TokenEvents: Send + Sync {
+    /// A token request succeeded: the cached token expires at `expires_at`.
+    fn token_fetched(&self, mailbox: &str, expires_at: std::time::SystemTime);
+    /// The cached token is gone (rejected by the server, or expired after failed
+    /// refreshes).
+    fn token_dropped(&self, mailbox: &str);
+    /// A token request failed for `reason` (an OAuth error code, `http_<status>`,
+    /// `network`, `timeout` or `malformed`: a bounded set).
+    fn token_failed(&self, mailbox: &str, reason: &str);
+}
+
 /// Everything a cache needs besides the mailbox's own settings.
 #[derive(Clone)]
 pub struct CacheOptions {
     /// `--state.dir`: where a rotated refresh token is kept. `None`: memory only.
     pub state_dir: Option<PathBuf>,
-    /// Where token expiry and failures are exported. `None`: nowhere (the `probe`
-    /// command, tests).
-    pub metrics: Option<Arc<Metrics>>,
+    /// Where token expiry and failures are reported (the daemon's metrics). `None`:
+    /// nowhere (the `probe` command, tests).
+    pub metrics: Option<Arc<dyn TokenEvents>>,
     pub backoff_base: Duration,
     pub backoff_cap: Duration,
     /// Every token request holds a read lock on this; a shutdown takes the write lock to
@@ -102,7 +114,7 @@ struct Inner {
     client_secret: Secret,
     client: TokenClient,
     store: Option<RefreshStore>,
-    metrics: Option<Arc<Metrics>>,
+    metrics: Option<Arc<dyn TokenEvents>>,
     backoff_base: Duration,
     backoff_cap: Duration,
     in_flight: Arc<tokio::sync::RwLock<()>>,
@@ -207,7 +219,7 @@ impl TokenProvider for TokenCache {
         if st.token.as_ref().is_some_and(|c| c.token == *token) {
             st.token = None;
             if let Some(m) = &self.inner.metrics {
-                m.oauth_token_dropped(&self.inner.mailbox);
+                m.token_dropped(&self.inner.mailbox);
             }
             tracing::info!(mailbox = %self.inner.mailbox, "the SMTP server rejected the cached access token; the next probe fetches a new one");
         }
@@ -311,7 +323,7 @@ impl Inner {
                         lifetime: issued.lifetime,
                     });
                     if let Some(m) = &self.metrics {
-                        m.oauth_token_fetched(&self.mailbox, expires_at);
+                        m.token_fetched(&self.mailbox, expires_at);
                     }
                     tracing::debug!(
                         mailbox = %self.mailbox,
@@ -329,14 +341,14 @@ impl Inner {
                     if st.token.as_ref().is_some_and(|c| !still_valid(c)) {
                         st.token = None;
                         if let Some(m) = &self.metrics {
-                            m.oauth_token_dropped(&self.mailbox);
+                            m.token_dropped(&self.mailbox);
                         }
                     }
                     let wait = backoff(st.failures, self.backoff_base, self.backoff_cap);
                     let now = Instant::now();
                     st.last_failure = Some((now, now + wait, e.clone()));
                     if let Some(m) = &self.metrics {
-                        m.oauth_token_failed(&self.mailbox, &e.reason);
+                        m.token_failed(&self.mailbox, &e.reason);
                     }
                     tracing::warn!(
                         mailbox = %self.mailbox,

@@ -6,19 +6,17 @@
 //! gives every mailbox its [`CredentialSource`]. XOAUTH2 tokens come from an OAuth 2.0
 //! endpoint: `oauth.rs` is the HTTP client, `cache.rs` the per-mailbox token cache (the
 //! [`TokenProvider`] probes ask), `store.rs` the rotated refresh token in the state
-//! directory. `readiness.rs` finds the mailboxes that the Basic-auth retirement will hit.
+//! directory.
 
 mod cache;
 mod oauth;
-mod readiness;
 mod store;
 
 pub use cache::{
-    BACKOFF_BASE, BACKOFF_CAP, CacheOptions, CacheSetupError, REFRESH_MARGIN, TokenCache, backoff,
-    reuse_for,
+    BACKOFF_BASE, BACKOFF_CAP, CacheOptions, CacheSetupError, REFRESH_MARGIN, TokenCache,
+    TokenEvents, backoff, reuse_for,
 };
 pub use oauth::{ClientSetupError, REQUEST_TIMEOUT, TokenClient, display_token_url};
-pub use readiness::{BASIC_AUTH_CHECK, BASIC_AUTH_SEVERITY, BasicAuthFinding, basic_auth_findings};
 pub use store::{RefreshStore, StoreError};
 
 use std::collections::HashMap;
@@ -70,10 +68,12 @@ impl Credentials {
             Credentials::None => Redactor::new(),
             Credentials::Password { username, password } => {
                 let pw = password.expose();
+                // The user name is no secret (it is the MAIL FROM of most canaries); its
+                // base64 is the first LOGIN line, which is.
                 Redactor::new()
                     .secret(pw)
                     .exact(&format!("\0{username}\0{pw}"))
-                    .exact(username)
+                    .exact_base64(username)
             }
             Credentials::Bearer { username, token } => {
                 let t = token.expose();

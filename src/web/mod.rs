@@ -27,8 +27,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::board::Board;
 use crate::metrics::Metrics;
-use crate::scheduler::Board;
 
 /// A reload request: the daemon answers on the oneshot with the outcome.
 pub type ReloadRequest = oneshot::Sender<Result<(), String>>;

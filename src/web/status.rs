@@ -3,8 +3,8 @@
 
 use std::fmt::Write;
 
+use crate::board::MailboxStatus;
 use crate::probe::ProbeResult;
-use crate::scheduler::MailboxStatus;
 use crate::util::{rfc3339, unix};
 
 /// Escapes text for HTML element content and attribute values.

@@ -3,17 +3,16 @@
 //!
 //! From the end of December 2026 Exchange Online disables Basic auth for SMTP AUTH by
 //! default (app passwords take the same path), so every such mailbox is a finding
-//! `auth.basic_auth_retiring` (severity warning) for the domain of its `from`. The logic
-//! lives only here: `check-config`, the daemon's start-up log and metric, and the DNS
-//! audit's output all call [`basic_auth_findings`].
+//! `auth.basic_auth_retiring` (severity warning) for the domain of its `from`: an audit
+//! finding like the DNS ones, found from the config instead of DNS. The logic lives only
+//! here: `check-config`, the daemon's start-up log and metric, and the DNS audit's
+//! output all call [`basic_auth_findings`].
 
+use super::findings::Check;
 use crate::config::{AuthConfig, Config, Provider};
 
-/// The `check` label and JSON `findings[].check` of this finding.
-pub const BASIC_AUTH_CHECK: &str = "auth.basic_auth_retiring";
-
-/// Its severity.
-pub const BASIC_AUTH_SEVERITY: &str = "warning";
+/// The finding's check; its id and severity are spelled once, in the findings table.
+pub const BASIC_AUTH: Check = Check::AuthBasicAuthRetiring;
 
 /// One Microsoft 365 mailbox that authenticates with a password.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,11 +24,11 @@ pub struct BasicAuthFinding {
 
 impl BasicAuthFinding {
     pub fn check(&self) -> &'static str {
-        BASIC_AUTH_CHECK
+        BASIC_AUTH.id()
     }
 
     pub fn severity(&self) -> &'static str {
-        BASIC_AUTH_SEVERITY
+        BASIC_AUTH.severity().as_str()
     }
 
     /// One line for people: what, when, and what to do.
