@@ -492,12 +492,8 @@ async fn run_inner(flags: Flags) -> anyhow::Result<ExitCode> {
         board,
         Some(store.clone()),
     ));
-    let weak = Arc::downgrade(&shared);
-    metrics.set_before_render(Box::new(move || {
-        if let Some(shared) = weak.upgrade() {
-            shared.publish_all_quotas();
-        }
-    }));
+    let source: Arc<dyn crate::metrics::QuotaSource> = shared.clone();
+    metrics.set_quota_source(Arc::downgrade(&source));
     let start = if flags.immediate {
         Start::Immediate
     } else {

@@ -148,6 +148,14 @@ impl SendGate {
         Some(copy)
     }
 
+    /// Calls `f` with the mailbox's ledger, if it was loaded, without copying it.
+    pub fn with_ledger<R>(&self, name: &str, f: impl FnOnce(&Ledger) -> R) -> Option<R> {
+        let l = lock(&self.ledgers).get(name).cloned()?;
+        let mut guard = lock(&l);
+        guard.prune(unix_now());
+        Some(f(&guard))
+    }
+
     /// Drops a removed mailbox's ledger from memory (its file stays).
     pub fn forget(&self, name: &str) {
         lock(&self.ledgers).remove(name);

@@ -22,7 +22,7 @@ use crate::auth::{CredentialSource, Credentials};
 pub use crate::board::{Board, MailboxStatus};
 use crate::config::Mailbox;
 use crate::gate::{SendGate, SkipReason};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, QuotaSource};
 use crate::probe::{ProbeResult, Prober, Template};
 use crate::quota::Ledger;
 use crate::state::StateStore;
@@ -56,22 +56,16 @@ impl Shared {
             active: Mutex::new(HashMap::new()),
         }
     }
+}
 
-    /// Publishes every active mailbox's quota gauges as of now: the rolling windows
-    /// move between sends, so a scrape must not see the values of the last send.
-    pub fn publish_all_quotas(&self) {
-        let now = unix_now();
+/// The quota series are read from here at each scrape: the rolling windows move between
+/// sends, so a scrape must see them as of now, not as of the last send.
+impl QuotaSource for Shared {
+    fn for_each_ledger(&self, f: &mut dyn FnMut(&Mailbox, &Ledger)) {
         let active: Vec<Arc<Mailbox>> = lock(&self.active).values().cloned().collect();
         for mb in active {
-            if let Some(l) = self.gate.snapshot(&mb.name) {
-                self.publish_quota(&mb, &l, now);
-            }
+            self.gate.with_ledger(&mb.name, |l| f(&mb, l));
         }
-    }
-
-    fn publish_quota(&self, mb: &Mailbox, ledger: &Ledger, now: u64) {
-        self.metrics
-            .record_quota(mb, ledger, crate::config::daily_budget(mb), now);
     }
 }
 
@@ -255,11 +249,8 @@ impl MailboxTask {
             let _ = p.await;
         }
         let name = self.mailbox.name.clone();
-        let ledger = self.shared.gate.ledger(&name).await;
-        {
-            let l = lock(&ledger).clone();
-            self.shared.publish_quota(&self.mailbox, &l, unix_now());
-        }
+        // Loaded now, so the mailbox's quota series exist from its start.
+        self.shared.gate.ledger(&name).await;
         let mut due = Instant::now() + first;
         loop {
             let stop = tokio::select! {
@@ -300,9 +291,6 @@ impl MailboxTask {
                 } else {
                     tracing::info!(mailbox = %mb.name, reason = refusal.reason.as_str(), detail = %refusal.detail, "probe skipped");
                 }
-                if let Some(l) = self.shared.gate.snapshot(&mb.name) {
-                    self.shared.publish_quota(mb, &l, unix_now());
-                }
                 return;
             }
         };
@@ -322,9 +310,6 @@ impl MailboxTask {
         let pause = self.shared.gate.finish(mb, permit, class, code).await;
         if let Some(p) = pause {
             tracing::warn!(mailbox = %mb.name, pause_seconds = p.as_secs(), code = %code, "backing off after a throttling or quota reply");
-        }
-        if let Some(l) = self.shared.gate.snapshot(&mb.name) {
-            self.shared.publish_quota(mb, &l, unix_now());
         }
         self.shared.metrics.record(&result);
         self.shared.board.record(result);

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use smtp_canary::audit::{AuditOptions, Auditor, CHECKS, Check, DomainReport, Severity, Target};
+use smtp_canary::audit::{AuditOptions, Auditor, CHECKS, DomainReport, Severity, Target};
 use smtp_canary::config::Provider;
 use smtp_canary::metrics::Metrics;
 use smtp_canary::probe::Resolver;
@@ -566,10 +566,7 @@ async fn changed_findings_replace_stale_series_but_not_basic_auth() {
     let knot = Knot::start();
     let metrics = Arc::new(Metrics::new());
     // The OAuth work owns this series; the audit must leave it alone.
-    metrics
-        .audit_finding
-        .with_label_values(&["weak.test", Check::AuthBasicAuthRetiring.id(), "warning"])
-        .set(1);
+    metrics.set_basic_auth_findings(["weak.test"]);
     let a = auditor(&knot.dns(), AuditOptions::default());
     let with_key = a.audit_all(&[target("weak.test", Generic, &["s1"])]).await;
     metrics.record_audit(&with_key[0]);
