@@ -32,7 +32,19 @@ use crate::util::{lock, unix_now};
 const STATE_WRITE_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Why a due probe was not run (the `reason` label of `probes_skipped_total`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::IntoStaticStr,
+    strum::Display,
+    strum::EnumString,
+    strum::VariantArray,
+)]
+#[strum(serialize_all = "snake_case")]
 pub enum SkipReason {
     /// The day's budget is spent (or treated as spent after a corrupt state file).
     Budget,
@@ -49,24 +61,11 @@ pub enum SkipReason {
 }
 
 impl SkipReason {
-    pub const ALL: [SkipReason; 6] = [
-        SkipReason::Budget,
-        SkipReason::Backoff,
-        SkipReason::Concurrency,
-        SkipReason::Shutdown,
-        SkipReason::State,
-        SkipReason::Rate,
-    ];
+    /// Every variant, in declaration order.
+    pub const ALL: &'static [SkipReason] = <SkipReason as strum::VariantArray>::VARIANTS;
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            SkipReason::Budget => "budget",
-            SkipReason::Backoff => "backoff",
-            SkipReason::Concurrency => "concurrency",
-            SkipReason::Shutdown => "shutdown",
-            SkipReason::State => "state",
-            SkipReason::Rate => "rate",
-        }
+        self.into()
     }
 }
 

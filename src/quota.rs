@@ -92,7 +92,18 @@ pub enum PauseReason {
 }
 
 /// Which rolling window.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    strum::IntoStaticStr,
+    strum::Display,
+    strum::EnumString,
+    strum::VariantArray,
+)]
+#[strum(serialize_all = "snake_case")]
 pub enum Window {
     Minute,
     Day,
@@ -100,10 +111,7 @@ pub enum Window {
 
 impl Window {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Window::Minute => "minute",
-            Window::Day => "day",
-        }
+        self.into()
     }
 
     fn secs(self) -> u64 {
@@ -115,7 +123,18 @@ impl Window {
 }
 
 /// What is counted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    strum::IntoStaticStr,
+    strum::Display,
+    strum::EnumString,
+    strum::VariantArray,
+)]
+#[strum(serialize_all = "snake_case")]
 pub enum Unit {
     Messages,
     Recipients,
@@ -123,10 +142,7 @@ pub enum Unit {
 
 impl Unit {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Unit::Messages => "messages",
-            Unit::Recipients => "recipients",
-        }
+        self.into()
     }
 }
 

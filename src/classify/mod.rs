@@ -29,7 +29,6 @@ mod tables;
 #[cfg(test)]
 mod tests;
 
-use std::fmt;
 
 use crate::config::Provider;
 use crate::smtp::{Phase, Reply};
@@ -37,7 +36,21 @@ use crate::smtp::{Phase, Reply};
 use tables::{Creds, HintRule, Rule};
 
 /// The contract's failure classes (`class` label). The string forms are public.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    strum::IntoStaticStr,
+    strum::Display,
+    strum::EnumString,
+    strum::VariantArray,
+)]
+#[strum(serialize_all = "snake_case")]
 pub enum Class {
     Dns,
     Connect,
@@ -56,46 +69,11 @@ pub enum Class {
 }
 
 impl Class {
-    pub const ALL: [Class; 14] = [
-        Class::Dns,
-        Class::Connect,
-        Class::Timeout,
-        Class::Tls,
-        Class::Network,
-        Class::Protocol,
-        Class::Auth,
-        Class::AuthPolicy,
-        Class::OauthToken,
-        Class::Throttled,
-        Class::Quota,
-        Class::SenderRejected,
-        Class::RecipientRejected,
-        Class::MessageRejected,
-    ];
+    /// Every variant, in declaration order.
+    pub const ALL: &'static [Class] = <Class as strum::VariantArray>::VARIANTS;
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            Class::Dns => "dns",
-            Class::Connect => "connect",
-            Class::Timeout => "timeout",
-            Class::Tls => "tls",
-            Class::Network => "network",
-            Class::Protocol => "protocol",
-            Class::Auth => "auth",
-            Class::AuthPolicy => "auth_policy",
-            Class::OauthToken => "oauth_token",
-            Class::Throttled => "throttled",
-            Class::Quota => "quota",
-            Class::SenderRejected => "sender_rejected",
-            Class::RecipientRejected => "recipient_rejected",
-            Class::MessageRejected => "message_rejected",
-        }
-    }
-}
-
-impl fmt::Display for Class {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        self.into()
     }
 }
 

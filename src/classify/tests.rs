@@ -127,7 +127,7 @@ fn every_documented_reply_gets_its_class_and_label() {
 #[test]
 fn demo_classifies_exactly_like_microsoft365() {
     for c in CASES {
-        for phase in Phase::ALL {
+        for phase in Phase::ALL.iter().copied() {
             let reply = Reply::new(c.code, c.text);
             assert_eq!(
                 classify_reply(Provider::Demo, phase, &reply),
@@ -507,7 +507,7 @@ fn hints_follow_code_provider_and_credentials() {
 #[test]
 fn every_class_has_a_one_line_hint_for_every_provider() {
     let providers = [M365, Google, Ses, Sendgrid, Generic, Provider::Demo];
-    for class in Class::ALL {
+    for class in Class::ALL.iter().copied() {
         for provider in providers {
             for pw in [true, false] {
                 for code in ["", "454", "5.7.139", "garbage"] {
@@ -551,7 +551,7 @@ fn demo_hints_like_microsoft365() {
 fn hints_never_echo_the_reply() {
     let secret = "c2VjcmV0LXBhc3N3b3JkLTEyMw==";
     let reply = format!("535 5.7.8 {secret} SmtpClientAuthentication");
-    for class in Class::ALL {
+    for class in Class::ALL.iter().copied() {
         let h = hint_for(M365, class, "5.7.8", Some(&reply), true);
         assert!(!h.contains(secret), "{class}: {h}");
     }
@@ -623,10 +623,10 @@ fn demo_is_never_named_in_a_table() {
 
 #[test]
 fn every_phase_has_a_default_and_every_class_a_catch_all_hint() {
-    for phase in Phase::ALL {
+    for phase in Phase::ALL.iter().copied() {
         assert!(PHASE_DEFAULT.iter().any(|(p, _)| *p == phase), "{phase}");
     }
-    for class in Class::ALL {
+    for class in Class::ALL.iter().copied() {
         assert!(
             HINTS.iter().any(|h| h.class == class
                 && h.code.is_empty()

@@ -152,11 +152,11 @@ impl ProbeMetrics {
     pub(super) fn register_mailbox(&self, mb: &Mailbox) {
         let name = mb.name.as_str();
         self.probes_total.with_label_values(&[name]);
-        for r in SkipReason::ALL {
+        for r in SkipReason::ALL.iter().copied() {
             self.probes_skipped_total
                 .with_label_values(&[name, r.as_str()]);
         }
-        for c in Class::ALL {
+        for c in Class::ALL.iter().copied() {
             self.probe_failures_total
                 .with_label_values(&[name, "", c.as_str(), ""]);
         }
@@ -175,18 +175,18 @@ impl ProbeMetrics {
         }
         let _ = self.probe_success.remove_label_values(&[name]);
         let _ = self.probes_total.remove_label_values(&[name]);
-        for p in Phase::ALL {
+        for p in Phase::ALL.iter().copied() {
             let _ = self
                 .probe_phase_duration_seconds
                 .remove_label_values(&[name, p.as_str()]);
             let _ = self.phase_seconds.remove_label_values(&[name, p.as_str()]);
         }
-        for r in SkipReason::ALL {
+        for r in SkipReason::ALL.iter().copied() {
             let _ = self
                 .probes_skipped_total
                 .remove_label_values(&[name, r.as_str()]);
         }
-        for c in Class::ALL {
+        for c in Class::ALL.iter().copied() {
             let _ = self
                 .probe_failures_total
                 .remove_label_values(&[name, "", c.as_str(), ""]);
