@@ -29,7 +29,6 @@ mod tables;
 #[cfg(test)]
 mod tests;
 
-
 use crate::config::Provider;
 use crate::smtp::{Phase, Reply};
 

@@ -1,4 +1,5 @@
-//! The outcome of one probe and its contract JSON form (`probe --format json`).
+//! The outcome of one probe and its two reports: the contract JSON (`probe --format
+//! json`) and the text for people (`probe --format text`).
 
 use std::time::{Duration, SystemTime};
 
@@ -49,6 +50,57 @@ impl ProbeResult {
 
     pub fn phase(&self, p: Phase) -> Option<Duration> {
         self.phases.iter().find(|(q, _)| *q == p).map(|(_, d)| *d)
+    }
+
+    /// `probe --format text`: verdict, phases, failure details and the redacted transcript.
+    pub fn to_text(&self) -> String {
+        let r = self;
+        use std::fmt::Write;
+        let mut s = String::new();
+        let verdict = if r.success() { "DELIVERED" } else { "FAILED" };
+        let _ = writeln!(
+            s,
+            "mailbox {}: {verdict} in {:.3}s (probe {})",
+            r.mailbox,
+            r.total.as_secs_f64(),
+            r.probe_id
+        );
+        if let Some(f) = &r.failure {
+            let _ = writeln!(s, "  class:  {}", f.class);
+            let _ = writeln!(s, "  phase:  {}", f.phase);
+            let _ = writeln!(
+                s,
+                "  code:   {}",
+                if f.code.is_empty() { "-" } else { &f.code }
+            );
+            if let Some(reply) = &f.reply {
+                let _ = writeln!(s, "  reply:  {}", reply.replace('\n', "\n          "));
+            }
+            let _ = writeln!(s, "  error:  {}", f.error);
+            let _ = writeln!(s, "  hint:   {}", f.hint);
+        }
+        if let Some(id) = &r.message_id {
+            let _ = writeln!(s, "  message-id: {id}");
+        }
+        if let Some(t) = &r.tls {
+            let exp = t
+                .cert_not_after
+                .map(crate::util::rfc3339)
+                .unwrap_or_else(|| "-".into());
+            let _ = writeln!(s, "  tls: {} (certificate valid until {exp})", t.version);
+        }
+        let _ = writeln!(s, "phases:");
+        for (p, d) in &r.phases {
+            let _ = writeln!(
+                s,
+                "  {:<12} {:>9.1} ms",
+                p.as_str(),
+                d.as_secs_f64() * 1000.0
+            );
+        }
+        let _ = writeln!(s, "transcript:");
+        s.push_str(&r.transcript.to_string());
+        s
     }
 
     /// The contract's JSON object.

@@ -1,6 +1,5 @@
 //! The phases of one probe, in the order a session runs them (the `phase` label).
 
-
 /// One timed step of a probe. The string forms are part of the public contract.
 #[derive(
     Debug,
