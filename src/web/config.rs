@@ -165,12 +165,21 @@ fn digest(user: &str, password: &str, hash: &str) -> [u8; 32] {
 
 /// Reads and checks the file (blocking; call at start).
 pub fn load(path: &Path) -> Result<WebConfig, WebConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| WebConfigError::Invalid {
+        path: path.display().to_string(),
+        message: format!("cannot read: {e}"),
+    })?;
+    parse(&text, path)
+}
+
+/// Like [`load`], from text already read. `path` names the file in errors, and relative
+/// certificate and key paths resolve against its directory (those files are still read).
+pub fn parse(text: &str, path: &Path) -> Result<WebConfig, WebConfigError> {
     let err = |message: String| WebConfigError::Invalid {
         path: path.display().to_string(),
         message,
     };
-    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
-    let raw: RawWebConfig = serde_saphyr::from_str(&text).map_err(|e| {
+    let raw: RawWebConfig = serde_saphyr::from_str(text).map_err(|e| {
         let at = e
             .location()
             .map(|l| format!("line {} column {}: ", l.line(), l.column()))
@@ -280,8 +289,13 @@ pub fn load(path: &Path) -> Result<WebConfig, WebConfigError> {
         Some(users) if users.is_empty() => None,
         Some(users) => {
             for (user, hash) in &users {
-                if user.contains(':') {
-                    return Err(err(format!("basic_auth_users: user {user:?} contains ':'")));
+                // An htpasswd line (`user:hash`) pasted as a key: what follows the ':' is
+                // the hash or a password, so only the part before it is shown.
+                if let Some((name, _)) = user.split_once(':') {
+                    return Err(err(format!(
+                        "basic_auth_users: user {name:?} is followed by ':' and more (not shown); a user name cannot contain ':', write `{}: <bcrypt hash>`",
+                        name.escape_debug()
+                    )));
                 }
                 // Catch a clear-text password pasted in place of a hash, without echoing it.
                 if !(hash.starts_with("$2a$")
@@ -361,6 +375,14 @@ mod tests {
             e.contains("not a bcrypt hash") && !e.contains("hunter2"),
             "{e}"
         );
+        // An htpasswd line pasted as a key (found by tests/fuzz.rs).
+        let p = write(
+            dir.path(),
+            "web3.yml",
+            "basic_auth_users:\n  prom:$2y$10$abcdefghijklmnopqrstuv: x\n",
+        );
+        let e = load(&p).unwrap_err().to_string();
+        assert!(e.contains("\"prom\"") && !e.contains("abcdefghij"), "{e}");
     }
 
     #[test]
