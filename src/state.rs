@@ -87,7 +87,7 @@ impl StateStore {
             }
             Err(e) => return self.corrupt(&path, format!("unreadable: {e}"), now),
         };
-        match serde_json::from_slice::<Ledger>(&bytes) {
+        match parse_ledger(&bytes) {
             Ok(mut l) => {
                 l.settle_reservation();
                 l.prune(now);
@@ -121,6 +121,12 @@ impl StateStore {
             .await
             .map_err(|e| StateError::Join(e.to_string()))?
     }
+}
+
+/// Decodes a state file's bytes. Nothing is settled or pruned: [`StateStore::load`] does
+/// that with the clock; this is the parser alone, so it can be tested on any bytes.
+pub fn parse_ledger(bytes: &[u8]) -> Result<Ledger, serde_json::Error> {
+    serde_json::from_slice(bytes)
 }
 
 /// Replaces `path` atomically with `bytes`: a uniquely named temp file (mode 0600, never
@@ -182,5 +188,20 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(!dir.path().join("mailbox-a.json").exists());
+    }
+
+    #[test]
+    fn an_impossible_reservation_is_corrupt_state() {
+        let json = br#"{"sends":[],"reserved":{"count":4294967295,"at":100,"recipients":1}}"#;
+        let e = parse_ledger(json).unwrap_err().to_string();
+        assert!(e.contains("at most 8 reserved sends"), "{e}");
+        let ok = br#"{"sends":[],"reserved":{"count":8,"at":100,"recipients":1}}"#;
+        let mut l = parse_ledger(ok).unwrap();
+        l.settle_reservation();
+        assert_eq!(l.sends.len(), 8);
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateStore::open(dir.path()).unwrap();
+        std::fs::write(dir.path().join("mailbox-a.json"), json).unwrap();
+        assert!(matches!(s.load("a", 200), Loaded::Corrupt { .. }));
     }
 }
