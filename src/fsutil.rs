@@ -164,7 +164,10 @@ mod tests {
         assert_eq!(read(&p, SMALL).unwrap(), b"12345678");
         std::fs::write(&p, b"123456789").unwrap();
         let e = read(&p, SMALL).unwrap_err();
-        assert_eq!(e.to_string(), "is larger than 8 bytes, the limit for a test file");
+        assert_eq!(
+            e.to_string(),
+            "is larger than 8 bytes, the limit for a test file"
+        );
     }
 
     #[test]
@@ -182,7 +185,10 @@ mod tests {
         let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
         assert_eq!(read(&fifo, SMALL), Err(FileError::NotRegular("a FIFO")));
-        assert_eq!(read(&dir.path().join("none"), SMALL), Err(FileError::NotFound));
+        assert_eq!(
+            read(&dir.path().join("none"), SMALL),
+            Err(FileError::NotFound)
+        );
     }
 
     #[test]
