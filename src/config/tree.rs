@@ -88,11 +88,18 @@ impl<'de> Visitor<'de> for NodeVisitor {
     }
 }
 
+/// The deepest nesting the tree parse accepts. The schema is six levels deep at most
+/// (`mailboxes[0].oauth2.grant`); the parser's own default of 64 recursed deep enough to
+/// overflow a 2 MiB thread stack in a debug build (found by tests/fuzz.rs), and the tree
+/// is built before any key is checked, so the cap applies to unknown keys too.
+const MAX_DEPTH: usize = 24;
+
 /// Parses the text into a tree. Duplicate keys are passed through (not refused) so that
 /// [`check`] can report each with the line of the first occurrence.
 pub(super) fn parse(text: &str) -> Result<Spanned<Node>, serde_saphyr::Error> {
     let options = serde_saphyr::options! {
         duplicate_keys: serde_saphyr::DuplicateKeyPolicy::PassThrough,
+        budget: serde_saphyr::budget! { max_depth: MAX_DEPTH },
     };
     serde_saphyr::from_str_with_options(text, options)
 }
@@ -322,6 +329,22 @@ mod tests {
                 "c.yaml:5:13: mailboxes[0].oauth2: expected a mapping (grant, client_id, ...)",
                 "c.yaml:6:5: mailboxes[1]: expected a mapping",
             ]
+        );
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_it_recurses() {
+        let deep = format!(
+            "mailboxes:\n  - to: {}{}\n",
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        let e = crate::config::parse(&deep, std::path::Path::new("c.yaml")).unwrap_err();
+        assert_eq!(e.len(), 1, "{e:?}");
+        let shown = e[0].to_string();
+        assert!(
+            shown.starts_with("c.yaml:") && shown.contains("depth"),
+            "{shown}"
         );
     }
 
