@@ -100,6 +100,10 @@ pub(super) fn parse(text: &str) -> Result<Spanned<Node>, serde_saphyr::Error> {
     let options = serde_saphyr::options! {
         duplicate_keys: serde_saphyr::DuplicateKeyPolicy::PassThrough,
         budget: serde_saphyr::budget! { max_depth: MAX_DEPTH },
+        // The tree holds no values, so `1e999` is just a scalar here. Refused, it failed
+        // the parse with a message that quotes it, before the inline-secret check could
+        // run: `password: 9e9999` was echoed back (found by tests/fuzz.rs).
+        non_finite_float_policy: serde_saphyr::NonFiniteFloatPolicy::PassThrough,
     };
     serde_saphyr::from_str_with_options(text, options)
 }
@@ -346,6 +350,22 @@ mod tests {
             shown.starts_with("c.yaml:") && shown.contains("depth"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn a_number_like_inline_secret_is_refused_without_its_value() {
+        for secret in ["9e9999", "-1e400", ".inf", ".nan"] {
+            let text = format!("mailboxes:\n  - name: a\n    password: {secret}\n");
+            let e = crate::config::parse(&text, std::path::Path::new("c.yaml")).unwrap_err();
+            let shown: Vec<String> = e.iter().map(ToString::to_string).collect();
+            assert!(
+                shown
+                    .iter()
+                    .any(|m| m.contains("inline secrets are refused")),
+                "{shown:?}"
+            );
+            assert!(!shown.iter().any(|m| m.contains(secret)), "{shown:?}");
+        }
     }
 
     #[test]
