@@ -67,9 +67,14 @@ pub(super) fn suggest<'a>(
     let w = word.to_ascii_lowercase();
     // Up to one edit per three characters, at least one: `prot` → `port`, `intervall` →
     // `interval`, but not `to` → `tls`.
-    let limit = (w.chars().count() / 3).max(1);
+    let len = w.chars().count();
+    let limit = (len / 3).max(1);
+    // The distance is at least the difference in length, so a word far longer than any
+    // candidate is no typo of one: skipping it keeps a 30 MB key from costing a
+    // 30 MB x 20 table per candidate (found by tests/fuzz.rs).
     candidates
         .into_iter()
+        .filter(|c| len.abs_diff(c.chars().count()) <= limit)
         .map(|c| (distance(&w, c), c))
         .filter(|(d, _)| *d <= limit)
         .min_by_key(|(d, _)| *d)
@@ -134,6 +139,7 @@ mod tests {
         assert_eq!(suggest("Timeout", keys), Some("timeout"));
         assert_eq!(suggest("helo", keys), None);
         assert_eq!(suggest("xyz", keys), None);
+        assert_eq!(suggest(&"interval".repeat(100_000), keys), None);
         assert_eq!(
             unknown_choice("security", "startls", &["starttls", "tls", "none"]),
             "unknown security `startls`; did you mean `starttls`?"
