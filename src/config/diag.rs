@@ -111,10 +111,13 @@ fn distance(a: &str, b: &str) -> usize {
 
 /// `unknown X \`v\`; did you mean \`w\`?` with the list of choices when nothing is close.
 pub(super) fn unknown_choice(what: &str, value: &str, choices: &[&str]) -> String {
+    // Escaped like every other value quoted back: a control character from the file
+    // must not reach a terminal or a log line (found by tests/fuzz.rs).
+    let shown = value.escape_debug();
     match suggest(value, choices.iter().copied()) {
-        Some(s) => format!("unknown {what} `{value}`; did you mean `{s}`?"),
+        Some(s) => format!("unknown {what} `{shown}`; did you mean `{s}`?"),
         None => format!(
-            "unknown {what} `{value}`; expected one of {}",
+            "unknown {what} `{shown}`; expected one of {}",
             choices.join(", ")
         ),
     }
@@ -143,6 +146,10 @@ mod tests {
         assert_eq!(
             unknown_choice("security", "startls", &["starttls", "tls", "none"]),
             "unknown security `startls`; did you mean `starttls`?"
+        );
+        assert_eq!(
+            unknown_choice("security", "tls\x1b[2J", &["starttls", "tls", "none"]),
+            "unknown security `tls\\u{1b}[2J`; expected one of starttls, tls, none"
         );
         assert_eq!(
             unknown_choice(
