@@ -66,6 +66,10 @@ pub struct Ledger {
 /// lose a few probes of that day's budget, but never sends more than it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reservation {
+    /// At most [`MAX_RESERVATION`], also when read from a file: a larger count is no file
+    /// this daemon wrote, and settling it would push that many sends into memory (a
+    /// 70-byte state file asked for 64 GiB; found by tests/fuzz.rs).
+    #[serde(deserialize_with = "reservation_count")]
     pub count: u32,
     pub at: u64,
     pub recipients: u32,
@@ -79,6 +83,17 @@ pub const MAX_RESERVATION: u32 = 8;
 /// budget.
 pub fn reservation_chunk(budget: u32) -> u32 {
     (budget / 32).clamp(1, MAX_RESERVATION)
+}
+
+fn reservation_count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let n = u32::deserialize(d)?;
+    if n > MAX_RESERVATION {
+        return Err(serde::de::Error::invalid_value(
+            serde::de::Unexpected::Unsigned(n.into()),
+            &format!("at most {MAX_RESERVATION} reserved sends").as_str(),
+        ));
+    }
+    Ok(n)
 }
 
 /// Why a mailbox is paused. Persisted as `"backoff"` / `"budget"`.

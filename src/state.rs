@@ -230,25 +230,11 @@ impl StateStore {
     }
 }
 
-/// Why a ledger file's bytes are not a ledger.
-#[derive(Debug, thiserror::Error)]
-pub enum LedgerError {
-    #[error("{0}")]
-    Json(#[from] serde_json::Error),
-    /// More than any process ever reserves: settling it would allocate without bound.
-    #[error("a reservation of {0} sends (at most {max} are ever reserved)", max = crate::quota::MAX_RESERVATION)]
-    Reservation(u32),
-}
-
 /// Parses a ledger file's bytes: the sends a previous process reserved count as made
-/// now, and sends older than a day are dropped.
-pub fn parse_ledger(bytes: &[u8], now: u64) -> Result<Ledger, LedgerError> {
+/// now, and sends older than a day are dropped. A reservation larger than any process
+/// takes is refused by the decoder itself ([`crate::quota::MAX_RESERVATION`]).
+pub fn parse_ledger(bytes: &[u8], now: u64) -> Result<Ledger, serde_json::Error> {
     let mut l = serde_json::from_slice::<Ledger>(bytes)?;
-    if let Some(r) = l.reserved
-        && r.count > crate::quota::MAX_RESERVATION
-    {
-        return Err(LedgerError::Reservation(r.count));
-    }
     l.settle_reservation(now);
     l.prune(now);
     Ok(l)

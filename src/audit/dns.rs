@@ -156,14 +156,16 @@ impl Budget {
 
 type Slot = Arc<OnceCell<Result<Arc<Answer>, FailureKind>>>;
 
-/// Where answers come from. (Only tests have the second variant, so the size
-/// difference costs nothing in the daemon.)
+/// Canned answers by (name, record type), for audits without a resolver (tests and the
+/// fuzz harness). A name that is not in it is NXDOMAIN.
+pub type Zone = HashMap<(String, RType), Result<Answer, FailureKind>>;
+
+/// Where answers come from. (One run has one source, so the size difference between
+/// the variants costs nothing.)
 #[allow(clippy::large_enum_variant)]
 enum Source {
     Hickory(TokioResolver),
-    /// Canned answers for unit tests; a name not in the map is NXDOMAIN.
-    #[cfg(test)]
-    Static(HashMap<(String, RType), Result<Answer, FailureKind>>),
+    Static(Zone),
 }
 
 /// One audit run: its cache, its concurrency limit and its options.
@@ -182,9 +184,7 @@ impl Run {
 
     /// Canned TXT records (several per name allowed), for unit tests.
     #[cfg(test)]
-    pub(crate) fn txt_zone(
-        entries: &[(&str, &str)],
-    ) -> HashMap<(String, RType), Result<Answer, FailureKind>> {
+    pub(crate) fn txt_zone(entries: &[(&str, &str)]) -> Zone {
         let mut z = HashMap::new();
         for (name, txt) in entries {
             let e = z
@@ -197,11 +197,8 @@ impl Run {
         z
     }
 
-    #[cfg(test)]
-    pub(crate) fn canned(
-        answers: HashMap<(String, RType), Result<Answer, FailureKind>>,
-        opts: AuditOptions,
-    ) -> Run {
+    /// A run that answers from `answers` and never sends a query.
+    pub(crate) fn canned(answers: Zone, opts: AuditOptions) -> Run {
         Run::with_source(Source::Static(answers), opts)
     }
 
@@ -272,7 +269,6 @@ impl Run {
                     Ok(Err(e)) => classify(e, limit).map(Arc::new),
                 }
             }
-            #[cfg(test)]
             Source::Static(map) => match map.get(&(name.to_string(), rtype)) {
                 Some(r) => r.clone().map(Arc::new),
                 None => Ok(Arc::new(Answer {

@@ -24,7 +24,7 @@ mod spf;
 pub use command::{AuditArgs, AuditSink, AuditTask, parse_selector, run_command};
 pub use dkim::{DkimReport, MIN_RSA_BITS, ONE_ACTIVE_SELECTOR, WEAK_RSA_BITS};
 pub use dmarc::{DmarcReport, organizational_domain, policy_value};
-pub use dns::{AuditOptions, DnsFailure, FailureKind, RType};
+pub use dns::{Answer, AuditOptions, DnsFailure, FailureKind, RType, Zone};
 pub use findings::{CHECKS, Check, CheckInfo, Finding, Outcome, Severity};
 pub use readiness::{BASIC_AUTH, BasicAuthFinding, basic_auth_findings};
 pub use report::{DomainReport, stdout_colour};
@@ -139,6 +139,14 @@ impl Auditor {
         );
         reports
     }
+}
+
+/// Audits `targets` against canned answers instead of DNS, in one run: every record is
+/// parsed and judged exactly as [`Auditor::audit_all`] does, but nothing is sent. For
+/// tests and the fuzz harness, which must not depend on a resolver.
+pub async fn audit_canned(zone: Zone, targets: &[Target], opts: AuditOptions) -> Vec<DomainReport> {
+    let run = Run::canned(zone, opts);
+    join_all(targets.iter().map(|t| audit_one(&run, t))).await
 }
 
 /// Runs `fut` until the domain's deadline.

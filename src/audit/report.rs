@@ -1,6 +1,7 @@
 //! One domain's audit result and its two renderings: the contract's JSON object and the
 //! text report (one line per check, pass / info / warn / fail, coloured on a terminal).
 
+use std::borrow::Cow;
 use std::fmt::Write;
 use std::time::Duration;
 
@@ -103,7 +104,14 @@ impl DomainReport {
             self.elapsed.as_secs_f64()
         );
         for err in &self.errors {
-            let _ = writeln!(s, "  {}  {:<28} {err}", paint(colour, RED, "fail"), "dns");
+            let err = err.to_string();
+            let _ = writeln!(
+                s,
+                "  {}  {:<28} {}",
+                paint(colour, RED, "fail"),
+                "dns",
+                printable(&err)
+            );
         }
         for check in Check::all() {
             let found: Vec<&Finding> = self.findings().filter(|f| f.check == check).collect();
@@ -115,9 +123,10 @@ impl DomainReport {
                     {
                         let _ = writeln!(
                             s,
-                            "  {}  {:<28} {detail}",
+                            "  {}  {:<28} {}",
                             paint(colour, GREEN, "pass"),
-                            check.id()
+                            check.id(),
+                            printable(detail)
                         );
                     }
                 }
@@ -128,11 +137,30 @@ impl DomainReport {
                     Severity::Warning => paint(colour, YELLOW, "warn"),
                     Severity::Info => paint(colour, CYAN, "info"),
                 };
-                let _ = writeln!(s, "  {mark}  {:<28} {}", check.id(), f.message);
+                let _ = writeln!(s, "  {mark}  {:<28} {}", check.id(), printable(&f.message));
             }
         }
         s
     }
+}
+
+/// `text` with its control characters escaped (`\u{1b}`, `\r`, `\t`...). Details and
+/// messages quote DNS records, which are whoever owns the zone's bytes, and this report
+/// goes to a terminal: an escape sequence or a bare CR in a TXT record must not be able to
+/// recolour, hide or overwrite a line (found by tests/fuzz.rs).
+fn printable(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
 }
 
 const RED: &str = "31";
@@ -156,4 +184,35 @@ fn bold(colour: bool, text: &str) -> String {
 pub fn stdout_colour() -> bool {
     use std::io::IsTerminal;
     std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_text_cannot_steer_the_terminal() {
+        let r = DomainReport {
+            domain: "d.test".into(),
+            spf: None,
+            dkim: vec![],
+            dmarc: None,
+            mx: None,
+            outcomes: vec![
+                Outcome::pass(Check::SpfMissing, "v=spf1 \x1b[2J\r  pass  spf.syntax -all"),
+                Outcome::found(Check::DmarcSyntax, "p=\x07none\tx\ny"),
+            ],
+            errors: vec![],
+            elapsed: Duration::ZERO,
+        };
+        let text = r.render_text(false);
+        assert!(
+            text.contains(r"v=spf1 \u{1b}[2J\r  pass  spf.syntax -all"),
+            "{text}"
+        );
+        assert!(text.contains(r"p=\u{7}none\tx\ny"), "{text}");
+        assert_eq!(text.lines().count(), 3, "{text}");
+        // The JSON keeps the record as published: serde_json escapes it.
+        assert_eq!(r.to_json()["findings"][0]["message"], "p=\x07none\tx\ny");
+    }
 }

@@ -67,9 +67,14 @@ pub(super) fn suggest<'a>(
     let w = word.to_ascii_lowercase();
     // Up to one edit per three characters, at least one: `prot` → `port`, `intervall` →
     // `interval`, but not `to` → `tls`.
-    let limit = (w.chars().count() / 3).max(1);
+    let len = w.chars().count();
+    let limit = (len / 3).max(1);
+    // The distance is at least the difference in length, so a word far longer than any
+    // candidate is no typo of one: skipping it keeps a 30 MB key from costing a
+    // 30 MB x 20 table per candidate (found by tests/fuzz.rs).
     candidates
         .into_iter()
+        .filter(|c| len.abs_diff(c.chars().count()) <= limit)
         .map(|c| (distance(&w, c), c))
         .filter(|(d, _)| *d <= limit)
         .min_by_key(|(d, _)| *d)
@@ -106,10 +111,13 @@ fn distance(a: &str, b: &str) -> usize {
 
 /// `unknown X \`v\`; did you mean \`w\`?` with the list of choices when nothing is close.
 pub(super) fn unknown_choice(what: &str, value: &str, choices: &[&str]) -> String {
+    // Escaped like every other value quoted back: a control character from the file
+    // must not reach a terminal or a log line (found by tests/fuzz.rs).
+    let shown = value.escape_debug();
     match suggest(value, choices.iter().copied()) {
-        Some(s) => format!("unknown {what} `{value}`; did you mean `{s}`?"),
+        Some(s) => format!("unknown {what} `{shown}`; did you mean `{s}`?"),
         None => format!(
-            "unknown {what} `{value}`; expected one of {}",
+            "unknown {what} `{shown}`; expected one of {}",
             choices.join(", ")
         ),
     }
@@ -134,9 +142,14 @@ mod tests {
         assert_eq!(suggest("Timeout", keys), Some("timeout"));
         assert_eq!(suggest("helo", keys), None);
         assert_eq!(suggest("xyz", keys), None);
+        assert_eq!(suggest(&"interval".repeat(100_000), keys), None);
         assert_eq!(
             unknown_choice("security", "startls", &["starttls", "tls", "none"]),
             "unknown security `startls`; did you mean `starttls`?"
+        );
+        assert_eq!(
+            unknown_choice("security", "tls\x1b[2J", &["starttls", "tls", "none"]),
+            "unknown security `tls\\u{1b}[2J`; expected one of starttls, tls, none"
         );
         assert_eq!(
             unknown_choice(

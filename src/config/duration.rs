@@ -6,22 +6,24 @@
 
 use std::time::Duration;
 
-/// Why a duration did not parse. Durations are not secret, so messages quote the input.
+/// Why a duration did not parse. Durations are not secret, so messages quote the input,
+/// escaped: a control character from the file must not reach a terminal or a log line
+/// (found by tests/fuzz.rs).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DurationError {
     #[error("empty duration; write e.g. 30s, 5m or 1h")]
     Empty,
-    #[error("`{0}` has no unit; write e.g. `{0}s` (units: ms, s, m, h)")]
+    #[error("`{}` has no unit; write e.g. `{}s` (units: ms, s, m, h)", .0.escape_debug(), .0.escape_debug())]
     NoUnit(String),
-    #[error("`{input}`: unknown unit `{unit}` (units: ms, s, m, h)")]
+    #[error("`{}`: unknown unit `{}` (units: ms, s, m, h)", .input.escape_debug(), .unit.escape_debug())]
     UnknownUnit { input: String, unit: String },
-    #[error("`{0}`: fractions are not supported; combine units instead, e.g. 1m30s")]
+    #[error("`{}`: fractions are not supported; combine units instead, e.g. 1m30s", .0.escape_debug())]
     Fraction(String),
-    #[error("`{0}` is not a duration; write e.g. 30s, 5m, 1h or 1m30s")]
+    #[error("`{}` is not a duration; write e.g. 30s, 5m, 1h or 1m30s", .0.escape_debug())]
     Syntax(String),
-    #[error("`{0}`: units must each appear once, largest first (e.g. 1h30m, not 30m1h)")]
+    #[error("`{}`: units must each appear once, largest first (e.g. 1h30m, not 30m1h)", .0.escape_debug())]
     UnitOrder(String),
-    #[error("`{0}` is too large")]
+    #[error("`{}` is too large", .0.escape_debug())]
     Overflow(String),
     #[error("a duration of zero is not allowed")]
     Zero,
@@ -149,6 +151,10 @@ mod tests {
             Err(Overflow(_))
         ));
         assert!(parse_duration("ms").is_err());
+        assert_eq!(
+            parse_duration("5\x1b[2Jm").unwrap_err().to_string(),
+            "`5\\u{1b}[2Jm` is not a duration; write e.g. 30s, 5m, 1h or 1m30s"
+        );
     }
 
     #[test]

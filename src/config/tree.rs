@@ -88,11 +88,22 @@ impl<'de> Visitor<'de> for NodeVisitor {
     }
 }
 
+/// The deepest nesting the tree parse accepts. The schema is six levels deep at most
+/// (`mailboxes[0].oauth2.grant`); the parser's own default of 64 recursed deep enough to
+/// overflow a 2 MiB thread stack in a debug build (found by tests/fuzz.rs), and the tree
+/// is built before any key is checked, so the cap applies to unknown keys too.
+const MAX_DEPTH: usize = 24;
+
 /// Parses the text into a tree. Duplicate keys are passed through (not refused) so that
 /// [`check`] can report each with the line of the first occurrence.
 pub(super) fn parse(text: &str) -> Result<Spanned<Node>, serde_saphyr::Error> {
     let options = serde_saphyr::options! {
         duplicate_keys: serde_saphyr::DuplicateKeyPolicy::PassThrough,
+        budget: serde_saphyr::budget! { max_depth: MAX_DEPTH },
+        // The tree holds no values, so `1e999` is just a scalar here. Refused, it failed
+        // the parse with a message that quotes it, before the inline-secret check could
+        // run: `password: 9e9999` was echoed back (found by tests/fuzz.rs).
+        non_finite_float_policy: serde_saphyr::NonFiniteFloatPolicy::PassThrough,
     };
     serde_saphyr::from_str_with_options(text, options)
 }
@@ -323,6 +334,38 @@ mod tests {
                 "c.yaml:6:5: mailboxes[1]: expected a mapping",
             ]
         );
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_it_recurses() {
+        let deep = format!(
+            "mailboxes:\n  - to: {}{}\n",
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        let e = crate::config::parse(&deep, std::path::Path::new("c.yaml")).unwrap_err();
+        assert_eq!(e.len(), 1, "{e:?}");
+        let shown = e[0].to_string();
+        assert!(
+            shown.starts_with("c.yaml:") && shown.contains("depth"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn a_number_like_inline_secret_is_refused_without_its_value() {
+        for secret in ["9e9999", "-1e400", ".inf", ".nan"] {
+            let text = format!("mailboxes:\n  - name: a\n    password: {secret}\n");
+            let e = crate::config::parse(&text, std::path::Path::new("c.yaml")).unwrap_err();
+            let shown: Vec<String> = e.iter().map(ToString::to_string).collect();
+            assert!(
+                shown
+                    .iter()
+                    .any(|m| m.contains("inline secrets are refused")),
+                "{shown:?}"
+            );
+            assert!(!shown.iter().any(|m| m.contains(secret)), "{shown:?}");
+        }
     }
 
     #[test]

@@ -286,12 +286,22 @@ pub fn load(path: &Path) -> Result<WebConfig, WebConfigError> {
     };
     let bytes = fsutil::read(path, fsutil::WEB_CONFIG).map_err(|e| err(e.to_string()))?;
     let text = String::from_utf8(bytes).map_err(|_| err("is not UTF-8 text".into()))?;
+    parse(&text, path)
+}
+
+/// Like [`load`], from text already read. `path` names the file in errors, and relative
+/// certificate and key paths resolve against its directory (those files are still read).
+pub fn parse(text: &str, path: &Path) -> Result<WebConfig, WebConfigError> {
+    let err = |message: String| WebConfigError::Invalid {
+        path: path.display().to_string(),
+        message,
+    };
     // An empty file (or only comments, `{}`, `null`) must not quietly mean "no auth": a
     // truncated file on reload would turn basic auth off.
     let empty = || {
         err("is empty (no tls_server_config, no basic_auth_users); to serve without TLS and basic auth, start without --web.config.file".into())
     };
-    let raw: Option<RawWebConfig> = serde_saphyr::from_str(&text).map_err(|e| {
+    let raw: Option<RawWebConfig> = serde_saphyr::from_str(text).map_err(|e| {
         let at = e
             .location()
             .map(|l| format!("line {} column {}: ", l.line(), l.column()))
@@ -410,8 +420,13 @@ pub fn load(path: &Path) -> Result<WebConfig, WebConfigError> {
         Some(users) if users.is_empty() => None,
         Some(users) => {
             for (user, hash) in &users {
-                if user.contains(':') {
-                    return Err(err(format!("basic_auth_users: user {user:?} contains ':'")));
+                // An htpasswd line (`user:hash`) pasted as a key: what follows the ':' is
+                // the hash or a password, so only the part before it is shown.
+                if let Some((name, _)) = user.split_once(':') {
+                    return Err(err(format!(
+                        "basic_auth_users: user {name:?} is followed by ':' and more (not shown); a user name cannot contain ':', write `{}: <bcrypt hash>`",
+                        name.escape_debug()
+                    )));
                 }
                 check_hash(user, hash).map_err(err)?;
             }
@@ -479,6 +494,14 @@ mod tests {
             e.contains("not a bcrypt hash") && !e.contains("hunter2"),
             "{e}"
         );
+        // An htpasswd line pasted as a key (found by tests/fuzz.rs).
+        let p = write(
+            dir.path(),
+            "web3.yml",
+            "basic_auth_users:\n  prom:$2y$10$abcdefghijklmnopqrstuv: x\n",
+        );
+        let e = load(&p).unwrap_err().to_string();
+        assert!(e.contains("\"prom\"") && !e.contains("abcdefghij"), "{e}");
     }
 
     #[test]
