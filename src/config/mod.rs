@@ -16,6 +16,7 @@
 mod budget;
 mod diag;
 mod duration;
+mod keypath;
 mod presets;
 mod schema;
 mod secrets;

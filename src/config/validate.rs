@@ -15,6 +15,7 @@ use serde_saphyr::{Location, Spanned};
 
 use super::diag::{Diag, unknown_choice};
 use super::duration::{format_duration, parse_duration};
+use super::keypath::KeyPath;
 use super::schema::{
     RawAuditDomain, RawConfig, RawDnsAudit, RawGlobal, RawMailbox, RawOAuth2, S, Scalar,
 };
@@ -61,7 +62,7 @@ pub(super) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn err(&mut self, loc: &Location, key: impl Into<String>, message: impl Into<String>) {
+    fn err(&mut self, loc: &Location, key: &KeyPath, message: impl Into<String>) {
         self.diag.at(loc, key, message);
     }
 
@@ -90,12 +91,12 @@ pub(super) fn resolve(
             // (name, line) of every mailbox so far, for duplicate detection.
             let mut names: Vec<(String, u64)> = Vec::new();
             for (i, entry) in list.value.iter().enumerate() {
-                let key = format!("mailboxes[{i}]");
+                let key = KeyPath::root("mailboxes").index(i);
                 if let Some(n) = &entry.value.name {
                     if let Some((_, line)) = names.iter().find(|(name, _)| *name == n.value) {
                         ctx.err(
                             &n.referenced,
-                            format!("{key}.name"),
+                            &key.key("name"),
                             format!(
                                 "duplicate mailbox name `{}` (first used at line {line})",
                                 n.value
@@ -110,10 +111,17 @@ pub(super) fn resolve(
                 }
             }
         }
-        Some(list) => ctx.err(&list.referenced, "mailboxes", "no mailboxes configured"),
-        None => ctx
-            .diag
-            .at_pos(root.0, root.1, "mailboxes", "no mailboxes configured"),
+        Some(list) => ctx.err(
+            &list.referenced,
+            &KeyPath::root("mailboxes"),
+            "no mailboxes configured",
+        ),
+        None => ctx.diag.at_pos(
+            root.0,
+            root.1,
+            &KeyPath::root("mailboxes"),
+            "no mailboxes configured",
+        ),
     }
     let dns_audit = dns_audit(ctx, raw.dns_audit.as_ref(), &mailboxes);
     if !ctx.diag.is_empty() {
@@ -130,25 +138,30 @@ pub(super) fn resolve(
 fn global(ctx: &mut Ctx<'_>, raw: Option<&Spanned<RawGlobal>>) -> Global {
     let empty = RawGlobal::default();
     let g = raw.map_or(&empty, |g| &g.value);
+    let p = KeyPath::root("global");
     let interval =
-        duration(ctx, &g.interval, "global.interval", INTERVAL_RANGE).unwrap_or(DEFAULT_INTERVAL);
+        duration(ctx, &g.interval, &p.key("interval"), INTERVAL_RANGE).unwrap_or(DEFAULT_INTERVAL);
     let timeout =
-        duration(ctx, &g.timeout, "global.timeout", TIMEOUT_RANGE).unwrap_or(DEFAULT_TIMEOUT);
+        duration(ctx, &g.timeout, &p.key("timeout"), TIMEOUT_RANGE).unwrap_or(DEFAULT_TIMEOUT);
     if timeout > interval {
         // Blame whichever of the two was written; with neither, the defaults cannot clash.
         if let Some(at) = g.timeout.as_ref().or(g.interval.as_ref()) {
             let key = if g.timeout.is_some() {
-                "global.timeout"
+                "timeout"
             } else {
-                "global.interval"
+                "interval"
             };
-            ctx.err(&at.referenced, key, timeout_exceeds(timeout, interval));
+            ctx.err(
+                &at.referenced,
+                &p.key(key),
+                timeout_exceeds(timeout, interval),
+            );
         }
     }
     let helo_name = match &g.helo_name {
         Some(h) => {
             if let Some(problem) = helo_problem(&h.value) {
-                ctx.err(&h.referenced, "global.helo_name", problem);
+                ctx.err(&h.referenced, &p.key("helo_name"), problem);
             }
             h.value.clone()
         }
@@ -173,7 +186,7 @@ fn timeout_exceeds(timeout: Duration, interval: Duration) -> String {
 fn duration(
     ctx: &mut Ctx<'_>,
     v: &S<String>,
-    key: &str,
+    key: &KeyPath,
     (min, max): (Duration, Duration),
 ) -> Option<Duration> {
     let v = v.as_ref()?;
@@ -202,7 +215,7 @@ fn duration(
 /// A count such as a limit: at least 1. Zero is refused rather than read as "no limit",
 /// which is what leaving the key out means.
 /// The integer of a [`Scalar`] key, or an error that names the type the file had.
-fn integer(ctx: &mut Ctx<'_>, v: &Spanned<Scalar>, key: &str, expected: &str) -> Option<i64> {
+fn integer(ctx: &mut Ctx<'_>, v: &Spanned<Scalar>, key: &KeyPath, expected: &str) -> Option<i64> {
     match &v.value {
         Scalar::Int(n) => Some(*n),
         Scalar::Str(s) if s.trim().parse::<i64>().is_ok() => s.trim().parse().ok(),
@@ -219,7 +232,7 @@ fn integer(ctx: &mut Ctx<'_>, v: &Spanned<Scalar>, key: &str, expected: &str) ->
 
 /// The boolean of a [`Scalar`] key: only an unquoted `true` or `false`, never a string
 /// such as `'yes'`.
-fn boolean(ctx: &mut Ctx<'_>, v: &S<Scalar>, key: &str) -> bool {
+fn boolean(ctx: &mut Ctx<'_>, v: &S<Scalar>, key: &KeyPath) -> bool {
     match v.as_ref() {
         None => false,
         Some(Spanned {
@@ -240,7 +253,7 @@ fn boolean(ctx: &mut Ctx<'_>, v: &S<Scalar>, key: &str) -> bool {
     }
 }
 
-fn count(ctx: &mut Ctx<'_>, v: &S<Scalar>, key: &str) -> Option<u32> {
+fn count(ctx: &mut Ctx<'_>, v: &S<Scalar>, key: &KeyPath) -> Option<u32> {
     let v = v.as_ref()?;
     let n = integer(ctx, v, key, "a whole number")?;
     match u32::try_from(n) {
@@ -266,7 +279,7 @@ fn count(ctx: &mut Ctx<'_>, v: &S<Scalar>, key: &str) -> Option<u32> {
 
 fn mailbox(
     ctx: &mut Ctx<'_>,
-    p: &str,
+    p: &KeyPath,
     entry: &Spanned<RawMailbox>,
     global: &Global,
 ) -> Option<Mailbox> {
@@ -279,7 +292,7 @@ fn mailbox(
         Some(n) if n.value.len() > MAX_NAME_LEN && valid_chars(&n.value) => {
             ctx.err(
                 &n.referenced,
-                format!("{p}.name"),
+                &p.key("name"),
                 format!(
                     "the mailbox name is {} characters long; the limit is {MAX_NAME_LEN}, so that every file derived from it in --state.dir stays a valid file name",
                     n.value.len()
@@ -290,7 +303,7 @@ fn mailbox(
         Some(n) => {
             ctx.err(
                 &n.referenced,
-                format!("{p}.name"),
+                &p.key("name"),
                 format!(
                     "`{}` is not a valid mailbox name: use letters, digits, `_`, `.` and `-`",
                     n.value.escape_debug()
@@ -299,7 +312,7 @@ fn mailbox(
             String::new()
         }
         None => {
-            ctx.err(&at_entry, format!("{p}.name"), "name is required");
+            ctx.err(&at_entry, &p.key("name"), "name is required");
             String::new()
         }
     };
@@ -313,7 +326,7 @@ fn mailbox(
             None => {
                 ctx.err(
                     &v.referenced,
-                    format!("{p}.provider"),
+                    &p.key("provider"),
                     unknown_choice("provider", &v.value, &provider_names()),
                 );
                 (Provider::Generic, false)
@@ -332,7 +345,7 @@ fn mailbox(
             if let Some(loc) = v {
                 ctx.err(
                     &loc,
-                    format!("{p}.{k}"),
+                    &p.key(k),
                     format!("provider demo uses its in-process relay on loopback; remove `{k}`"),
                 );
             }
@@ -343,7 +356,7 @@ fn mailbox(
         host = match (&m.host, preset.host) {
             (Some(h), _) => {
                 if let Some(problem) = host_problem(&h.value) {
-                    ctx.err(&h.referenced, format!("{p}.host"), problem);
+                    ctx.err(&h.referenced, &p.key("host"), problem);
                 }
                 h.value.clone()
             }
@@ -357,12 +370,12 @@ fn mailbox(
                         ),
                         _ => format!("host is required for provider {provider}, e.g. {example}"),
                     };
-                    ctx.err(&at_entry, format!("{p}.host"), message);
+                    ctx.err(&at_entry, &p.key("host"), message);
                 }
                 String::new()
             }
         };
-        let port_key = format!("{p}.port");
+        let port_key = p.key("port");
         port = match &m.port {
             Some(v) => match integer(ctx, v, &port_key, "a port number (1 to 65535)") {
                 None => 0,
@@ -401,7 +414,7 @@ fn mailbox(
                 } else {
                     unknown_choice("security", &v.value, &["starttls", "tls", "none"])
                 };
-                ctx.err(&v.referenced, format!("{p}.security"), message);
+                ctx.err(&v.referenced, &p.key("security"), message);
                 preset.security
             }
         },
@@ -422,7 +435,7 @@ fn mailbox(
             (None, None) => None,
         };
         if let Some((loc, k)) = at {
-            ctx.err(&loc, format!("{p}.{k}"), M365_NO_465);
+            ctx.err(&loc, &p.key(k), M365_NO_465);
         }
     }
 
@@ -431,7 +444,7 @@ fn mailbox(
         if u.value.is_empty() || u.value.chars().any(char::is_control) {
             ctx.err(
                 &u.referenced,
-                format!("{p}.username"),
+                &p.key("username"),
                 "username must be non-empty and contain no control characters",
             );
             None
@@ -445,29 +458,26 @@ fn mailbox(
     {
         ctx.err(
             &u.referenced,
-            format!("{p}.username"),
+            &p.key("username"),
             "SendGrid expects the username `apikey` (the API key itself is the password)",
         );
     }
     let password = secret(
         ctx,
-        &m.password_env,
-        &m.password_file,
-        &format!("{p}.password_env"),
-        &format!("{p}.password_file"),
+        p,
+        ("password_env", &m.password_env),
+        ("password_file", &m.password_file),
     );
-    let oauth = m.oauth2.as_ref().map(|o| {
-        (
-            o.referenced,
-            oauth2(ctx, &format!("{p}.oauth2"), o, provider),
-        )
-    });
+    let oauth = m
+        .oauth2
+        .as_ref()
+        .map(|o| (o.referenced, oauth2(ctx, &p.key("oauth2"), o, provider)));
 
     let has_password = m.password_env.is_some() || m.password_file.is_some();
     if has_password && let Some((loc, _)) = &oauth {
         ctx.err(
             loc,
-            format!("{p}.oauth2"),
+            &p.key("oauth2"),
             "set either a password (password_env / password_file) or oauth2, not both",
         );
     }
@@ -482,7 +492,7 @@ fn mailbox(
         };
         ctx.err(
             &at_entry,
-            format!("{p}.username"),
+            &p.key("username"),
             format!("username is required with {with}"),
         );
     }
@@ -493,7 +503,7 @@ fn mailbox(
     {
         ctx.err(
             &u.referenced,
-            format!("{p}.username"),
+            &p.key("username"),
             "username is set but there is no password_env, password_file or oauth2 to authenticate with",
         );
     }
@@ -502,14 +512,14 @@ fn mailbox(
         Some(v) => match address_problem(&v.value) {
             None => lowercase_domain(&v.value),
             Some(problem) => {
-                ctx.err(&v.referenced, format!("{p}.from"), problem);
+                ctx.err(&v.referenced, &p.key("from"), problem);
                 String::new()
             }
         },
         None => {
             ctx.err(
                 &at_entry,
-                format!("{p}.from"),
+                &p.key("from"),
                 "from is required (the canary's sender address)",
             );
             String::new()
@@ -519,19 +529,19 @@ fn mailbox(
     match &m.to {
         None => ctx.err(
             &at_entry,
-            format!("{p}.to"),
+            &p.key("to"),
             "to is required (at least one recipient)",
         ),
         Some(list) if list.value.is_empty() => ctx.err(
             &list.referenced,
-            format!("{p}.to"),
+            &p.key("to"),
             "to must list at least one recipient",
         ),
         Some(list) => {
             for (j, v) in list.value.iter().enumerate() {
                 match address_problem(&v.value) {
                     None => to.push(v.value.clone()),
-                    Some(problem) => ctx.err(&v.referenced, format!("{p}.to[{j}]"), problem),
+                    Some(problem) => ctx.err(&v.referenced, &p.key("to").index(j), problem),
                 }
             }
         }
@@ -558,7 +568,7 @@ fn mailbox(
     };
 
     let auth_mechanism = m.auth_mechanism.as_ref().and_then(|v| {
-        let key = format!("{p}.auth_mechanism");
+        let key = p.key("auth_mechanism");
         let mech = match v.value.to_ascii_lowercase().as_str() {
             "plain" => Mechanism::Plain,
             "login" => Mechanism::Login,
@@ -566,7 +576,7 @@ fn mailbox(
             _ => {
                 ctx.err(
                     &v.referenced,
-                    key,
+                    &key,
                     unknown_choice("auth_mechanism", &v.value, &["plain", "login", "xoauth2"]),
                 );
                 return None;
@@ -586,16 +596,16 @@ fn mailbox(
                     "auth_mechanism plain and login need a password (password_env or password_file)"
                 }
             };
-            ctx.err(&v.referenced, key, message);
+            ctx.err(&v.referenced, &key, message);
         }
         Some(mech)
     });
 
     // Timing.
-    let interval = duration(ctx, &m.interval, &format!("{p}.interval"), INTERVAL_RANGE)
-        .unwrap_or(global.interval);
+    let interval =
+        duration(ctx, &m.interval, &p.key("interval"), INTERVAL_RANGE).unwrap_or(global.interval);
     let timeout =
-        duration(ctx, &m.timeout, &format!("{p}.timeout"), TIMEOUT_RANGE).unwrap_or(global.timeout);
+        duration(ctx, &m.timeout, &p.key("timeout"), TIMEOUT_RANGE).unwrap_or(global.timeout);
     if timeout > interval {
         // A clash of two global values is reported once, at `global`.
         if let Some((v, k)) = m
@@ -604,11 +614,7 @@ fn mailbox(
             .map(|v| (v, "timeout"))
             .or(m.interval.as_ref().map(|v| (v, "interval")))
         {
-            ctx.err(
-                &v.referenced,
-                format!("{p}.{k}"),
-                timeout_exceeds(timeout, interval),
-            );
+            ctx.err(&v.referenced, &p.key(k), timeout_exceeds(timeout, interval));
         }
     }
 
@@ -618,28 +624,24 @@ fn mailbox(
         if let Some(ca) = &t.value.ca_file {
             let path = ctx.resolve_path(&ca.value);
             if let Some(problem) = ca_file_problem(&path) {
-                ctx.err(&ca.referenced, format!("{p}.tls.ca_file"), problem);
+                ctx.err(&ca.referenced, &p.key("tls").key("ca_file"), problem);
             }
             tls.ca_file = Some(path);
         }
         if let Some(sn) = &t.value.server_name {
             if let Some(problem) = host_problem(&sn.value) {
-                ctx.err(&sn.referenced, format!("{p}.tls.server_name"), problem);
+                ctx.err(&sn.referenced, &p.key("tls").key("server_name"), problem);
             }
             tls.server_name = Some(sn.value.clone());
         }
     }
 
-    let allow_insecure_auth = boolean(
-        ctx,
-        &m.allow_insecure_auth,
-        &format!("{p}.allow_insecure_auth"),
-    );
+    let allow_insecure_auth = boolean(ctx, &m.allow_insecure_auth, &p.key("allow_insecure_auth"));
     if security == Security::None && auth != AuthConfig::None && !allow_insecure_auth {
         let loc = m.security.as_ref().map_or(at_entry, |v| v.referenced);
         ctx.err(
             &loc,
-            format!("{p}.security"),
+            &p.key("security"),
             "security: none would send the credentials in clear text; use starttls or tls, or set allow_insecure_auth: true",
         );
     }
@@ -652,7 +654,7 @@ fn mailbox(
             Err(_) => {
                 ctx.err(
                     &v.referenced,
-                    format!("{p}.source_address"),
+                    &p.key("source_address"),
                     format!("`{}` is not an IP address", v.value.escape_debug()),
                 );
                 None
@@ -663,7 +665,7 @@ fn mailbox(
     let mut limits = preset.limits;
     if let Some(l) = &m.limits {
         let l = &l.value;
-        let key = |k: &str| format!("{p}.limits.{k}");
+        let key = p.key("limits");
         for (slot, v, k) in [
             (
                 &mut limits.messages_per_minute,
@@ -687,7 +689,7 @@ fn mailbox(
             ),
         ] {
             if v.is_some() {
-                *slot = count(ctx, v, &key(k));
+                *slot = count(ctx, v, &key.key(k));
             }
         }
     }
@@ -696,7 +698,7 @@ fn mailbox(
             count(
                 ctx,
                 &b.value.messages_per_day,
-                &format!("{p}.budget.messages_per_day"),
+                &p.key("budget").key("messages_per_day"),
             )
         }),
     };
@@ -727,11 +729,11 @@ fn mailbox(
     // the rate (the budget if given, else the interval, else the mailbox entry).
     if let Err(msg) = super::budget::check_share(&mailbox) {
         let (loc, key) = match (m.budget.as_ref(), m.interval.as_ref()) {
-            (Some(b), _) => (b.referenced, format!("{p}.budget.messages_per_day")),
-            (None, Some(i)) => (i.referenced, format!("{p}.interval")),
-            (None, None) => (at_entry, format!("{p}.interval")),
+            (Some(b), _) => (b.referenced, p.key("budget").key("messages_per_day")),
+            (None, Some(i)) => (i.referenced, p.key("interval")),
+            (None, None) => (at_entry, p.key("interval")),
         };
-        ctx.err(&loc, key, msg);
+        ctx.err(&loc, &key, msg);
         return None;
     }
     Some(mailbox)
@@ -759,10 +761,9 @@ fn default_username(provider: Provider, from: &str) -> String {
 /// `Some(None)`: neither key is set.
 fn secret(
     ctx: &mut Ctx<'_>,
-    env: &S<String>,
-    file: &S<String>,
-    env_key: &str,
-    file_key: &str,
+    p: &KeyPath,
+    (env_name, env): (&str, &S<String>),
+    (file_name, file): (&str, &S<String>),
 ) -> Option<Option<Secret>> {
     match (env, file) {
         (None, None) => Some(None),
@@ -770,35 +771,31 @@ fn secret(
         (Some(_), Some(f)) => {
             ctx.err(
                 &f.referenced,
-                file_key,
-                format!("set only one of {} and {}", leaf(env_key), leaf(file_key)),
+                &p.key(file_name),
+                format!("set only one of {env_name} and {file_name}"),
             );
             None
         }
         (Some(e), None) => match secrets::from_env(&e.value, ctx.env) {
             Ok(s) => Some(Some(s)),
             Err(err) => {
-                ctx.err(&e.referenced, env_key, err.to_string());
+                ctx.err(&e.referenced, &p.key(env_name), err.to_string());
                 None
             }
         },
         (None, Some(f)) => match secrets::from_file(&ctx.resolve_path(&f.value)) {
             Ok(s) => Some(Some(s)),
             Err(err) => {
-                ctx.err(&f.referenced, file_key, err.to_string());
+                ctx.err(&f.referenced, &p.key(file_name), err.to_string());
                 None
             }
         },
     }
 }
 
-fn leaf(key: &str) -> &str {
-    key.rsplit('.').next().unwrap_or(key)
-}
-
 fn oauth2(
     ctx: &mut Ctx<'_>,
-    p: &str,
+    p: &KeyPath,
     o: &Spanned<RawOAuth2>,
     provider: Provider,
 ) -> Option<OAuth2> {
@@ -816,7 +813,7 @@ fn oauth2(
             other => {
                 ctx.err(
                     &g.referenced,
-                    format!("{p}.grant"),
+                    &p.key("grant"),
                     unknown_choice("grant", other, &["client_credentials", "refresh_token"]),
                 );
                 if has_refresh {
@@ -835,7 +832,7 @@ fn oauth2(
         Some(c) => {
             ctx.err(
                 &c.referenced,
-                format!("{p}.client_id"),
+                &p.key("client_id"),
                 "client_id must not be empty",
             );
             String::new()
@@ -843,7 +840,7 @@ fn oauth2(
         None => {
             ctx.err(
                 &at,
-                format!("{p}.client_id"),
+                &p.key("client_id"),
                 "client_id is required (the application's client ID)",
             );
             String::new()
@@ -854,7 +851,7 @@ fn oauth2(
         if provider != Provider::Microsoft365 {
             ctx.err(
                 &t.referenced,
-                format!("{p}.tenant"),
+                &p.key("tenant"),
                 format!(
                     "tenant applies only to provider microsoft365; for {provider} set token_url"
                 ),
@@ -868,7 +865,7 @@ fn oauth2(
             // It goes into a URL path; anything else would change the URL.
             ctx.err(
                 &t.referenced,
-                format!("{p}.tenant"),
+                &p.key("tenant"),
                 "tenant must be a domain (contoso.onmicrosoft.com) or a tenant ID (a GUID)",
             );
         }
@@ -877,7 +874,7 @@ fn oauth2(
     let token_url = match (&r.token_url, preset.oauth_token_url) {
         (Some(u), _) => {
             if let Some(problem) = url_problem(&u.value) {
-                ctx.err(&u.referenced, format!("{p}.token_url"), problem);
+                ctx.err(&u.referenced, &p.key("token_url"), problem);
             }
             u.value.clone()
         }
@@ -886,7 +883,7 @@ fn oauth2(
             None => {
                 ctx.err(
                     &at,
-                    format!("{p}.tenant"),
+                    &p.key("tenant"),
                     format!("provider {provider} needs tenant: (e.g. contoso.onmicrosoft.com) or token_url: to find the token endpoint"),
                 );
                 String::new()
@@ -897,7 +894,7 @@ fn oauth2(
                 let loc = r.grant.as_ref().map_or(at, |g| g.referenced);
                 ctx.err(
                     &loc,
-                    format!("{p}.grant"),
+                    &p.key("grant"),
                     "Google's token endpoint has no client_credentials grant for SMTP; use grant: refresh_token",
                 );
             }
@@ -906,7 +903,7 @@ fn oauth2(
         (None, None) => {
             ctx.err(
                 &at,
-                format!("{p}.token_url"),
+                &p.key("token_url"),
                 format!("token_url is required: provider {provider} has no default token endpoint"),
             );
             String::new()
@@ -917,7 +914,7 @@ fn oauth2(
         Some(s) if s.value.trim().is_empty() => {
             ctx.err(
                 &s.referenced,
-                format!("{p}.scope"),
+                &p.key("scope"),
                 "scope must not be empty (leave the key out for the default)",
             );
             None
@@ -932,17 +929,16 @@ fn oauth2(
 
     let client_secret = secret(
         ctx,
-        &r.client_secret_env,
-        &r.client_secret_file,
-        &format!("{p}.client_secret_env"),
-        &format!("{p}.client_secret_file"),
+        p,
+        ("client_secret_env", &r.client_secret_env),
+        ("client_secret_file", &r.client_secret_file),
     );
     let client_secret = match (client_secret, grant) {
         (Some(Some(s)), _) => Some(s),
         (Some(None), Grant::ClientCredentials) => {
             ctx.err(
                 &at,
-                format!("{p}.client_secret_env"),
+                &p.key("client_secret_env"),
                 "grant client_credentials needs client_secret_env or client_secret_file",
             );
             None
@@ -957,16 +953,15 @@ fn oauth2(
         Grant::RefreshToken => {
             match secret(
                 ctx,
-                &r.refresh_token_env,
-                &r.refresh_token_file,
-                &format!("{p}.refresh_token_env"),
-                &format!("{p}.refresh_token_file"),
+                p,
+                ("refresh_token_env", &r.refresh_token_env),
+                ("refresh_token_file", &r.refresh_token_file),
             ) {
                 Some(Some(s)) => Some(s),
                 Some(None) => {
                     ctx.err(
                         &at,
-                        format!("{p}.refresh_token_env"),
+                        &p.key("refresh_token_env"),
                         "grant refresh_token needs refresh_token_env or refresh_token_file",
                     );
                     None
@@ -986,7 +981,7 @@ fn oauth2(
             {
                 ctx.err(
                     &v.referenced,
-                    format!("{p}.{k}"),
+                    &p.key(k),
                     format!("{k} applies only to grant: refresh_token"),
                 );
             }
@@ -1015,12 +1010,14 @@ fn dns_audit(
     let errors_before = ctx.diag.errors.len();
     let empty = RawDnsAudit::default();
     let a = raw.map_or(&empty, |a| &a.value);
-    let interval = duration(ctx, &a.interval, "dns_audit.interval", AUDIT_INTERVAL_RANGE)
+    let p = KeyPath::root("dns_audit");
+    let interval = duration(ctx, &a.interval, &p.key("interval"), AUDIT_INTERVAL_RANGE)
         .unwrap_or(DEFAULT_AUDIT_INTERVAL);
+    let domains_key = p.key("domains");
     let mut domains: Vec<AuditDomain> = Vec::new();
     let mut seen: Vec<(String, u64)> = Vec::new();
     for (i, entry) in a.domains.iter().flat_map(|d| d.value.iter()).enumerate() {
-        if let Some(d) = audit_domain(ctx, &format!("dns_audit.domains[{i}]"), entry, mailboxes) {
+        if let Some(d) = audit_domain(ctx, &domains_key.index(i), entry, mailboxes) {
             let line = entry.referenced.line();
             if let Some((_, first)) = seen.iter().find(|(name, _)| *name == d.domain) {
                 let loc = entry
@@ -1030,7 +1027,7 @@ fn dns_audit(
                     .map_or(entry.referenced, |v| v.referenced);
                 ctx.err(
                     &loc,
-                    format!("dns_audit.domains[{i}].domain"),
+                    &domains_key.index(i).key("domain"),
                     format!("duplicate domain `{}` (first at line {first})", d.domain),
                 );
             } else {
@@ -1052,7 +1049,7 @@ fn dns_audit(
 
 fn audit_domain(
     ctx: &mut Ctx<'_>,
-    p: &str,
+    p: &KeyPath,
     entry: &Spanned<RawAuditDomain>,
     mailboxes: &[Arc<Mailbox>],
 ) -> Option<AuditDomain> {
@@ -1061,16 +1058,12 @@ fn audit_domain(
     let domain = match &r.domain {
         Some(d) => {
             if let Some(problem) = host_problem(&d.value) {
-                ctx.err(&d.referenced, format!("{p}.domain"), problem);
+                ctx.err(&d.referenced, &p.key("domain"), problem);
             }
             d.value.trim_end_matches('.').to_ascii_lowercase()
         }
         None => {
-            ctx.err(
-                &entry.referenced,
-                format!("{p}.domain"),
-                "domain is required",
-            );
+            ctx.err(&entry.referenced, &p.key("domain"), "domain is required");
             String::new()
         }
     };
@@ -1079,7 +1072,7 @@ fn audit_domain(
         Some(v) => Provider::from_name(&v.value).unwrap_or_else(|| {
             ctx.err(
                 &v.referenced,
-                format!("{p}.provider"),
+                &p.key("provider"),
                 unknown_choice("provider", &v.value, &provider_names()),
             );
             Provider::Generic
@@ -1101,7 +1094,7 @@ fn audit_domain(
                 if !ok {
                     ctx.err(
                         &s.referenced,
-                        format!("{p}.dkim_selectors[{j}]"),
+                        &p.key("dkim_selectors").index(j),
                         format!("`{}` is not a valid DKIM selector", s.value.escape_debug()),
                     );
                 }
