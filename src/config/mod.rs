@@ -18,6 +18,7 @@ mod diag;
 mod duration;
 mod keypath;
 mod presets;
+mod rules;
 mod schema;
 mod secrets;
 mod tree;
