@@ -12,7 +12,8 @@
 use serde_saphyr::{Location, Spanned};
 
 use super::keypath::KeyPath;
-use super::schema::{RawMailbox, RawOAuth2, Scalar};
+use super::presets::Preset;
+use super::schema::{RawMailbox, RawOAuth2, S, Scalar};
 use super::{Grant, Provider, Security};
 
 /// The message the contract prescribes for Exchange Online on port 465 / implicit TLS.
@@ -143,71 +144,81 @@ pub(super) fn check(provider: Provider, path: &KeyPath, subject: &Subject<'_>) -
 /// Where `subject` breaks a rule with this condition: (location, key) pairs, none if it
 /// keeps it. A condition about another kind of subject never hits.
 fn hits(when: When, provider: Provider, subject: &Subject<'_>) -> Vec<(Location, &'static str)> {
-    let preset = provider.preset();
-    match (when, subject) {
-        (When::HostMissing, Subject::Mailbox { entry, .. }) => {
-            if entry.value.host.is_none() && preset.host.is_none() {
-                vec![(entry.referenced, "host")]
-            } else {
-                vec![]
-            }
-        }
-        (When::EndpointWritten, Subject::Mailbox { entry, .. }) => {
-            let m = &entry.value;
-            [
-                (m.host.as_ref().map(|v| v.referenced), "host"),
-                (m.port.as_ref().map(|v| v.referenced), "port"),
-            ]
+    match *subject {
+        Subject::Mailbox {
+            entry,
+            port,
+            security,
+        } => mailbox_hits(when, provider.preset(), entry, port, security),
+        Subject::OAuth2 { entry, grant } => oauth2_hit(when, provider, entry, grant)
             .into_iter()
-            .filter_map(|(at, key)| Some((at?, key)))
-            .collect()
+            .collect(),
+    }
+}
+
+fn mailbox_hits(
+    when: When,
+    preset: &Preset,
+    entry: &Spanned<RawMailbox>,
+    port: u16,
+    security: Security,
+) -> Vec<(Location, &'static str)> {
+    let m = &entry.value;
+    match when {
+        When::HostMissing if m.host.is_none() && preset.host.is_none() => {
+            vec![(entry.referenced, "host")]
         }
-        (
-            When::ImplicitTls,
-            Subject::Mailbox {
-                entry,
-                port,
-                security,
-            },
-        ) => {
-            if *port != 465 && *security != Security::Tls {
-                return vec![];
-            }
-            let m = &entry.value;
-            let written_465 = |v: &Scalar| match v {
-                Scalar::Int(n) => *n == 465,
-                Scalar::Str(t) => t.trim() == "465",
-                _ => false,
-            };
-            match (&m.port, &m.security) {
-                (Some(v), _) if written_465(&v.value) => vec![(v.referenced, "port")],
-                (_, Some(v)) => vec![(v.referenced, "security")],
-                (Some(v), None) => vec![(v.referenced, "port")],
-                // Neither written: the preset's endpoint, which keeps the rule.
-                (None, None) => vec![],
-            }
+        When::EndpointWritten => [written(&m.host, "host"), written(&m.port, "port")]
+            .into_iter()
+            .flatten()
+            .collect(),
+        When::ImplicitTls if port == 465 || security == Security::Tls => {
+            implicit_tls_at(m).into_iter().collect()
         }
-        (When::UsernameNotFixed, Subject::Mailbox { entry, .. }) => {
-            match (&entry.value.username, preset.username) {
-                (Some(u), Some(fixed)) if u.value != fixed => vec![(u.referenced, "username")],
-                _ => vec![],
-            }
-        }
-        (When::GrantAtDefaultEndpoint(g), Subject::OAuth2 { entry, grant }) => {
-            let r = &entry.value;
-            if *grant == g && r.token_url.is_none() {
-                let at = r.grant.as_ref().map_or(entry.referenced, |v| v.referenced);
-                vec![(at, "grant")]
-            } else {
-                vec![]
-            }
-        }
-        (When::TenantWithoutTemplate, Subject::OAuth2 { entry, .. }) => match &entry.value.tenant {
-            Some(t) if !takes_tenant(provider) => vec![(t.referenced, "tenant")],
+        When::UsernameNotFixed => match (&m.username, preset.username) {
+            (Some(u), Some(fixed)) if u.value != fixed => vec![(u.referenced, "username")],
             _ => vec![],
         },
         _ => vec![],
     }
+}
+
+/// What to blame for implicit TLS: the port if it is written as 465, else the security,
+/// else the port. Neither written means the preset's endpoint, which keeps the rule.
+fn implicit_tls_at(m: &RawMailbox) -> Option<(Location, &'static str)> {
+    let written_465 = |v: &Scalar| match v {
+        Scalar::Int(n) => *n == 465,
+        Scalar::Str(t) => t.trim() == "465",
+        _ => false,
+    };
+    match (&m.port, &m.security) {
+        (Some(v), _) if written_465(&v.value) => Some((v.referenced, "port")),
+        (_, Some(v)) => Some((v.referenced, "security")),
+        (Some(v), None) => Some((v.referenced, "port")),
+        (None, None) => None,
+    }
+}
+
+fn oauth2_hit(
+    when: When,
+    provider: Provider,
+    entry: &Spanned<RawOAuth2>,
+    grant: Grant,
+) -> Option<(Location, &'static str)> {
+    let r = &entry.value;
+    match when {
+        When::GrantAtDefaultEndpoint(g) if grant == g && r.token_url.is_none() => {
+            let at = r.grant.as_ref().map_or(entry.referenced, |v| v.referenced);
+            Some((at, "grant"))
+        }
+        When::TenantWithoutTemplate if !takes_tenant(provider) => written(&r.tenant, "tenant"),
+        _ => None,
+    }
+}
+
+/// The location of `key` if it is written.
+fn written<T>(v: &S<T>, key: &'static str) -> Option<(Location, &'static str)> {
+    v.as_ref().map(|v| (v.referenced, key))
 }
 
 /// Whether the provider's default token endpoint is per tenant (`{tenant}` in the URL).

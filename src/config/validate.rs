@@ -26,9 +26,9 @@ use super::diag::Diag;
 use super::duration::format_duration;
 use super::keypath::KeyPath;
 use super::rules::Finding;
-use super::schema::{RawConfig, RawGlobal};
+use super::schema::{RawConfig, RawGlobal, RawMailbox};
 use super::secrets::EnvLookup;
-use super::{Config, Global, Provider};
+use super::{Config, Global, Mailbox, Provider};
 use values::{duration, helo_problem};
 
 pub(super) use values::host_problem;
@@ -100,44 +100,7 @@ pub(super) fn resolve(
     ctx: &mut Ctx<'_>,
 ) -> Option<Config> {
     let global = global(ctx, raw.global.as_ref());
-    let mut mailboxes = Vec::new();
-    match &raw.mailboxes {
-        Some(list) if !list.value.is_empty() => {
-            // (name, line) of every mailbox so far, for duplicate detection.
-            let mut names: Vec<(String, u64)> = Vec::new();
-            for (i, entry) in list.value.iter().enumerate() {
-                let key = KeyPath::root("mailboxes").index(i);
-                if let Some(n) = &entry.value.name {
-                    if let Some((_, line)) = names.iter().find(|(name, _)| *name == n.value) {
-                        ctx.err(
-                            &n.referenced,
-                            &key.key("name"),
-                            format!(
-                                "duplicate mailbox name `{}` (first used at line {line})",
-                                n.value
-                            ),
-                        );
-                    } else {
-                        names.push((n.value.clone(), n.referenced.line()));
-                    }
-                }
-                if let Some(mb) = mailbox::mailbox(ctx, &key, entry, &global) {
-                    mailboxes.push(Arc::new(mb));
-                }
-            }
-        }
-        Some(list) => ctx.err(
-            &list.referenced,
-            &KeyPath::root("mailboxes"),
-            "no mailboxes configured",
-        ),
-        None => ctx.diag.at_pos(
-            root.0,
-            root.1,
-            &KeyPath::root("mailboxes"),
-            "no mailboxes configured",
-        ),
-    }
+    let mailboxes = mailboxes(ctx, raw.mailboxes.as_ref(), root, &global);
     let dns_audit = dns_audit::dns_audit(ctx, raw.dns_audit.as_ref(), &mailboxes);
     if !ctx.diag.is_empty() {
         return None;
@@ -148,6 +111,53 @@ pub(super) fn resolve(
         mailboxes,
         dns_audit: dns_audit?,
     })
+}
+
+/// The mailboxes without errors. A name used twice is reported at its second use, and
+/// both entries are still checked.
+fn mailboxes(
+    ctx: &mut Ctx<'_>,
+    raw: Option<&Spanned<Vec<Spanned<RawMailbox>>>>,
+    root: (u64, u64),
+    global: &Global,
+) -> Vec<Arc<Mailbox>> {
+    let p = KeyPath::root("mailboxes");
+    let list = match raw {
+        Some(list) if !list.value.is_empty() => list,
+        Some(list) => {
+            ctx.err(&list.referenced, &p, "no mailboxes configured");
+            return Vec::new();
+        }
+        None => {
+            ctx.diag
+                .at_pos(root.0, root.1, &p, "no mailboxes configured");
+            return Vec::new();
+        }
+    };
+    let mut mailboxes = Vec::new();
+    // (name, line) of every mailbox so far, for duplicate detection.
+    let mut names: Vec<(String, u64)> = Vec::new();
+    for (i, entry) in list.value.iter().enumerate() {
+        let key = p.index(i);
+        if let Some(n) = &entry.value.name {
+            if let Some((_, line)) = names.iter().find(|(name, _)| *name == n.value) {
+                ctx.err(
+                    &n.referenced,
+                    &key.key("name"),
+                    format!(
+                        "duplicate mailbox name `{}` (first used at line {line})",
+                        n.value
+                    ),
+                );
+            } else {
+                names.push((n.value.clone(), n.referenced.line()));
+            }
+        }
+        if let Some(mb) = mailbox::mailbox(ctx, &key, entry, global) {
+            mailboxes.push(Arc::new(mb));
+        }
+    }
+    mailboxes
 }
 
 fn global(ctx: &mut Ctx<'_>, raw: Option<&Spanned<RawGlobal>>) -> Global {
