@@ -7,7 +7,7 @@
 //! port, a fixed username, the in-process relay) stays in `presets.rs`, and the share
 //! of a provider's limits the canary may use (the 10% rule) is arithmetic in
 //! `budget.rs`. A new provider rule is a new row here; a new kind of condition is a new
-//! [`When`] and one arm in `hits`.
+//! [`When`] and one arm in `mailbox_hits` or `oauth2_hit`, by what it looks at.
 
 use serde_saphyr::{Location, Spanned};
 
@@ -242,6 +242,18 @@ mod tests {
                 .iter()
                 .any(|r| r.provider == Some(p) && matches!(r.when, When::HostMissing));
             assert_eq!(asks, p.preset().host.is_none(), "{p}");
+        }
+    }
+
+    /// Validation ignores the endpoint of an in-process preset; a rule must refuse a
+    /// written one rather than let it be silently dropped.
+    #[test]
+    fn in_process_presets_refuse_a_written_endpoint() {
+        for p in Provider::ALL {
+            let refuses = RULES
+                .iter()
+                .any(|r| r.provider == Some(p) && matches!(r.when, When::EndpointWritten));
+            assert_eq!(refuses, p.preset().in_process, "{p}");
         }
     }
 
