@@ -6,8 +6,8 @@
 //! instead of a config. Errors point at the offending value when there is one, else at
 //! the entry that lacks a required key.
 //!
-//! This file owns the context every check records into, the walk over the document and
-//! `global:`. The sections are checked by parts in `mailbox.rs`, `oauth2.rs` and
+//! This file owns the context every check records into, the accepted ranges and
+//! defaults of durations, the walk over the document and `global:`. The sections are checked by parts in `mailbox.rs`, `oauth2.rs` and
 //! `dns_audit.rs`, sharing the checks of single values in `values.rs`; provider rules
 //! are the table in `config/rules.rs`.
 
