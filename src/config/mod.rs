@@ -7,16 +7,20 @@
 //! 1. `tree.rs` parses the text into a located node tree and reports every unknown or
 //!    duplicate key, inline secret and misplaced list or mapping (with suggestions);
 //! 2. serde maps the text onto the raw structs of `schema.rs` (types only);
-//! 3. `validate.rs` applies defaults and the presets of `presets.rs`, checks every rule,
-//!    and loads secrets through `secrets.rs`.
+//! 3. `validate.rs` (with its parts in `validate/`) applies defaults and the presets of
+//!    `presets.rs`, checks every rule, including the provider rules of `rules.rs`, and
+//!    loads secrets through `secrets.rs`.
 //!
-//! Each stage reports through `diag.rs`; a stage runs only if the one before it found
-//! nothing, because its input would be unreliable. `duration.rs` owns the duration syntax.
+//! Each stage reports through `diag.rs`, naming keys with the paths of `keypath.rs`; a
+//! stage runs only if the one before it found nothing, because its input would be
+//! unreliable. `duration.rs` owns the duration syntax, `budget.rs` the 10% rule.
 
 mod budget;
 mod diag;
 mod duration;
+mod keypath;
 mod presets;
+mod rules;
 mod schema;
 mod secrets;
 mod tree;

@@ -2,9 +2,9 @@
 //!
 //! This file owns the one static table [`PRESETS`] (host, port, security, limits, the
 //! OAuth 2.0 defaults, and the SPF include and DKIM selectors the DNS audit expects),
-//! plus name lookup for `provider:` values. The rules a preset *checks* (Exchange Online
-//! refuses port 465, SendGrid wants the username `apikey`) live in `validate.rs`, next
-//! to the other checks, so every refusal is found in one place.
+//! plus name lookup for `provider:` values. The rules a provider *checks* (Exchange Online
+//! refuses port 465, SendGrid wants the username `apikey`) are the table in `rules.rs`,
+//! so every provider refusal is found in one place.
 
 use std::fmt;
 use std::str::FromStr;
@@ -99,6 +99,12 @@ pub struct Preset {
     pub oauth_scope_delegated: Option<&'static str>,
     /// Shown when a required `host:` is missing.
     pub host_example: Option<&'static str>,
+    /// The username every account of the provider has (SendGrid's `apikey`): the default
+    /// when `username:` is left out, so a mailbox needs none of its own.
+    pub username: Option<&'static str>,
+    /// The in-process relay (demo): its address, port and credentials are filled in at
+    /// start, so a mailbox gives none of them.
+    pub in_process: bool,
 }
 
 /// Exchange Online's per-mailbox limits (also used by `demo`, which mimics it).
@@ -132,6 +138,8 @@ pub static PRESETS: [Preset; 6] = [
         // Delegated tokens need SMTP.Send; offline_access keeps the refresh token alive.
         oauth_scope_delegated: Some("https://outlook.office.com/SMTP.Send offline_access"),
         host_example: None,
+        username: None,
+        in_process: false,
     },
     Preset {
         provider: Provider::Google,
@@ -150,6 +158,8 @@ pub static PRESETS: [Preset; 6] = [
         oauth_scope_app: Some("https://mail.google.com/"),
         oauth_scope_delegated: Some("https://mail.google.com/"),
         host_example: None,
+        username: None,
+        in_process: false,
     },
     Preset {
         provider: Provider::Ses,
@@ -165,6 +175,8 @@ pub static PRESETS: [Preset; 6] = [
         oauth_scope_app: None,
         oauth_scope_delegated: None,
         host_example: Some("email-smtp.eu-west-1.amazonaws.com"),
+        username: None,
+        in_process: false,
     },
     Preset {
         provider: Provider::Sendgrid,
@@ -179,6 +191,8 @@ pub static PRESETS: [Preset; 6] = [
         oauth_scope_app: None,
         oauth_scope_delegated: None,
         host_example: None,
+        username: Some("apikey"),
+        in_process: false,
     },
     Preset {
         provider: Provider::Generic,
@@ -192,6 +206,8 @@ pub static PRESETS: [Preset; 6] = [
         oauth_scope_app: None,
         oauth_scope_delegated: None,
         host_example: Some("smtp.example.com"),
+        username: None,
+        in_process: false,
     },
     Preset {
         provider: Provider::Demo,
@@ -206,6 +222,8 @@ pub static PRESETS: [Preset; 6] = [
         oauth_scope_app: None,
         oauth_scope_delegated: None,
         host_example: None,
+        username: None,
+        in_process: true,
     },
 ];
 

@@ -1,9 +1,9 @@
 //! The config file's schema: the raw serde structs and the table of known keys.
 //!
 //! The raw structs mirror the YAML one to one. Every field is optional and wrapped in
-//! [`Spanned`] so that `validate.rs` can report *all* missing or invalid values, each at
+//! [`Spanned`] so that validation can report *all* missing or invalid values, each at
 //! its line and column, instead of serde stopping at the first missing field. Numbers are
-//! `i64` for the same reason: a range check in `validate.rs` says "port 70000 is out of
+//! `i64` for the same reason: a range check in `validate/mailbox.rs` says "port 70000 is out of
 //! range" where a `u16` would make serde stop with "invalid u16".
 //!
 //! The [`Section`] tables list the same keys for `tree.rs`, which checks the document for
@@ -18,7 +18,7 @@ pub(super) type S<T> = Option<Spanned<T>>;
 
 /// A non-string value (a number, a switch) as whatever YAML type the file gave it. A value
 /// of the wrong type (`port: abc`, `allow_insecure_auth: 'yes'`) is then one more error
-/// that `validate.rs` reports beside the others, instead of serde stopping the whole load
+/// that validation reports beside the others, instead of serde stopping the whole load
 /// at it. A quoted string is never taken for a boolean; a quoted number is still a
 /// number (templating tools quote them). These keys never hold secrets.
 #[derive(Debug, Clone, PartialEq)]
