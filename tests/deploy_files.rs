@@ -3,7 +3,7 @@
 //!
 //! - every YAML and JSON file parses (YAML with serde-saphyr, all documents);
 //! - every metric the dashboard, the alert rules, their tests and the runbooks name is
-//!   defined in src/metrics.rs and in the contract;
+//!   defined in src/metrics/ and in the contract;
 //! - the dashboard's structure (schemaVersion, `__inputs`, variables, rows, data source);
 //! - every alert: summary, description, severity, a runbook section that exists, a
 //!   firing and a non-firing unit test; the PrometheusRule equals alerts.yml;
@@ -78,7 +78,7 @@ fn every_metric_named_is_exported_and_in_the_contract() {
         for name in metric_names(&read(rel)) {
             let fam = family(&name, &histograms);
             if !defined.contains(&fam) {
-                problems.push(format!("{rel}: {name} is not defined in src/metrics.rs"));
+                problems.push(format!("{rel}: {name} is not defined in src/metrics/"));
             }
             if !contract.contains(&fam) {
                 problems.push(format!(

@@ -1,7 +1,7 @@
 //! Helpers for the tests of the monitoring and deployment files (`tests/deploy_files.rs`,
 //! `tests/dashboards_live.rs`): loading the dashboard and the alert rules, the dashboard's
 //! queries with Grafana's variables filled in, metric names in text, the metric names
-//! src/metrics.rs defines and the contract documents, and YAML as untyped data.
+//! src/metrics/ defines and the contract documents, and YAML as untyped data.
 
 #![allow(dead_code)]
 
@@ -205,25 +205,39 @@ pub fn metric_names(text: &str) -> BTreeSet<String> {
     out
 }
 
-/// The metric families src/metrics.rs defines (full names), and which are histograms.
+/// The metric families src/metrics/ defines (full names), and which are histograms.
 pub fn defined_metrics() -> (BTreeSet<String>, BTreeSet<String>) {
-    let src = read("src/metrics.rs");
+    let dir = repo().join("src/metrics");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "rs"))
+        .collect();
+    files.sort();
+    let src: String = files
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+        .collect();
     assert!(
         src.contains(r#"const NS: &str = "smtp_canary";"#),
-        "src/metrics.rs no longer uses the smtp_canary namespace"
+        "src/metrics/ no longer uses the smtp_canary namespace"
     );
     let mut all = BTreeSet::new();
     let mut histograms = BTreeSet::new();
+    // The groups define metrics with register(..) and scalar(..), histograms with
+    // HistogramOpts, and the scrape-time quota series as (name, help) constants.
     for (marker, histogram) in [
-        ("vec_metric!(", false),
-        ("scalar_metric!(", false),
+        ("register(", false),
+        ("scalar(", false),
+        (": (&str, &str) = (", false),
         ("HistogramOpts::new(", true),
     ] {
         let mut rest = src.as_str();
         while let Some(i) = rest.find(marker) {
             rest = &rest[i + marker.len()..];
             // The first string literal after the marker is the name.
-            let q = rest.find('"').expect("a name after the marker");
+            let Some(q) = rest.find('"') else { break };
             let after = &rest[q + 1..];
             let name = &after[..after.find('"').expect("closing quote")];
             if name.chars().all(|c| c.is_ascii_lowercase() || c == '_') && !name.is_empty() {
@@ -236,7 +250,7 @@ pub fn defined_metrics() -> (BTreeSet<String>, BTreeSet<String>) {
     }
     assert!(
         all.len() >= 25,
-        "found only {} metrics in src/metrics.rs: {all:?}",
+        "found only {} metrics in src/metrics/: {all:?}",
         all.len()
     );
     (all, histograms)
