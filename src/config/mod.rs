@@ -96,8 +96,11 @@ pub struct Global {
     pub helo_name: String,
 }
 
-/// How the connection is secured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How the connection is secured (the `security:` words, matched without case).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::Display, strum::EnumString,
+)]
+#[strum(serialize_all = "lowercase", ascii_case_insensitive)]
 pub enum Security {
     /// Plain connect, then a mandatory STARTTLS (never a downgrade).
     Starttls,
@@ -109,16 +112,16 @@ pub enum Security {
 
 impl Security {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Security::Starttls => "starttls",
-            Security::Tls => "tls",
-            Security::None => "none",
-        }
+        self.into()
     }
 }
 
-/// A SASL mechanism the probe may use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// A SASL mechanism the probe may use: named as SMTP names it (`PLAIN`, the
+/// `auth_mechanism_info` label), written in the config in any case (`plain`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::Display, strum::EnumString,
+)]
+#[strum(serialize_all = "UPPERCASE", ascii_case_insensitive)]
 pub enum Mechanism {
     Plain,
     Login,
@@ -127,11 +130,7 @@ pub enum Mechanism {
 
 impl Mechanism {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Mechanism::Plain => "PLAIN",
-            Mechanism::Login => "LOGIN",
-            Mechanism::Xoauth2 => "XOAUTH2",
-        }
+        self.into()
     }
 }
 

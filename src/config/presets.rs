@@ -6,13 +6,23 @@
 //! refuses port 465, SendGrid wants the username `apikey`) are the table in `rules.rs`,
 //! so every provider refusal is found in one place.
 
-use std::fmt;
 use std::str::FromStr;
 
 use super::{Limits, Security};
 
 /// The `provider:` of a mailbox.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::IntoStaticStr,
+    strum::Display,
+    strum::VariantArray,
+)]
+#[strum(serialize_all = "lowercase")]
 pub enum Provider {
     Microsoft365,
     Google,
@@ -24,42 +34,22 @@ pub enum Provider {
 }
 
 impl Provider {
-    /// Every provider, in the order the contract lists them.
-    pub const ALL: [Provider; 6] = [
-        Provider::Microsoft365,
-        Provider::Google,
-        Provider::Ses,
-        Provider::Sendgrid,
-        Provider::Generic,
-        Provider::Demo,
-    ];
+    /// Every provider, in the order the contract lists them (the declaration order).
+    pub const ALL: &'static [Provider] = <Provider as strum::VariantArray>::VARIANTS;
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            Provider::Microsoft365 => "microsoft365",
-            Provider::Google => "google",
-            Provider::Ses => "ses",
-            Provider::Sendgrid => "sendgrid",
-            Provider::Generic => "generic",
-            Provider::Demo => "demo",
-        }
+        self.into()
     }
 
     /// The provider spelled exactly as in the config (`microsoft365`, ...).
     pub fn from_name(name: &str) -> Option<Provider> {
-        Provider::ALL.into_iter().find(|p| p.as_str() == name)
+        Provider::ALL.iter().copied().find(|p| p.as_str() == name)
     }
 
     /// This provider's row of [`PRESETS`].
     pub fn preset(self) -> &'static Preset {
         // The table is indexed by the same order as `ALL`; a test keeps them in step.
         &PRESETS[self as usize]
-    }
-}
-
-impl fmt::Display for Provider {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -233,7 +223,7 @@ mod tests {
 
     #[test]
     fn table_rows_follow_provider_order() {
-        for p in Provider::ALL {
+        for p in Provider::ALL.iter().copied() {
             assert_eq!(p.preset().provider, p);
             assert_eq!(Provider::from_name(p.as_str()), Some(p));
             assert_eq!(p.as_str().parse::<Provider>(), Ok(p));

@@ -237,7 +237,7 @@ mod tests {
     /// mailbox would pass with an empty host and fail only at its first probe.
     #[test]
     fn every_provider_without_a_host_asks_for_one() {
-        for p in Provider::ALL {
+        for p in Provider::ALL.iter().copied() {
             let asks = RULES
                 .iter()
                 .any(|r| r.provider == Some(p) && matches!(r.when, When::HostMissing));
@@ -249,7 +249,7 @@ mod tests {
     /// written one rather than let it be silently dropped.
     #[test]
     fn in_process_presets_refuse_a_written_endpoint() {
-        for p in Provider::ALL {
+        for p in Provider::ALL.iter().copied() {
             let refuses = RULES
                 .iter()
                 .any(|r| r.provider == Some(p) && matches!(r.when, When::EndpointWritten));

@@ -52,8 +52,8 @@ pub(super) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 pub(super) const DEFAULT_AUDIT_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// The `provider:` spellings, for "did you mean" and "expected one of".
-fn provider_names() -> [&'static str; 6] {
-    Provider::ALL.map(Provider::as_str)
+fn provider_names() -> Vec<&'static str> {
+    Provider::ALL.iter().map(|p| p.as_str()).collect()
 }
 
 /// What validation needs besides the raw document.

@@ -228,12 +228,7 @@ fn security(
 }
 
 fn security_word(v: &S<String>) -> Option<Security> {
-    match v.as_ref()?.value.to_ascii_lowercase().as_str() {
-        "starttls" => Some(Security::Starttls),
-        "tls" => Some(Security::Tls),
-        "none" => Some(Security::None),
-        _ => None,
-    }
+    v.as_ref()?.value.parse().ok()
 }
 
 /// `username:` if it can go on an AUTH line; `None` if absent or refused.
@@ -402,11 +397,9 @@ fn auth_mechanism(
 ) -> Option<Mechanism> {
     let v = m.auth_mechanism.as_ref()?;
     let key = p.key("auth_mechanism");
-    let mech = match v.value.to_ascii_lowercase().as_str() {
-        "plain" => Mechanism::Plain,
-        "login" => Mechanism::Login,
-        "xoauth2" => Mechanism::Xoauth2,
-        _ => {
+    let mech = match v.value.parse::<Mechanism>() {
+        Ok(m) => m,
+        Err(_) => {
             ctx.err(
                 &v.referenced,
                 &key,
