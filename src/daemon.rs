@@ -305,7 +305,7 @@ async fn probe_once_inner(flags: &Flags, name: &str, json: bool) -> anyhow::Resu
         }
     };
     let result = prober
-        .probe_full(&mb, &template, &creds, Some(&permit))
+        .probe(&mb, &template, &creds, Some(&permit))
         .await;
     log_result(&result);
     let (class, code) = match &result.failure {

@@ -299,7 +299,7 @@ impl MailboxTask {
         let result = self
             .shared
             .prober
-            .probe_full(mb, &self.template, &self.creds, Some(&permit))
+            .probe(mb, &self.template, &self.creds, Some(&permit))
             .await;
         log_result(&result);
 

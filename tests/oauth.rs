@@ -18,7 +18,7 @@ use smtp_canary::probe::{Phase, ProbeResult};
 
 async fn probe(mb: &Mailbox, cache: &Arc<TokenCache>) -> ProbeResult {
     let source = CredentialSource::OAuth(cache.clone());
-    prober().probe_with_source(mb, &template(mb), &source).await
+    prober().probe(mb, &template(mb), &source, None).await
 }
 
 fn ok(r: &ProbeResult) {

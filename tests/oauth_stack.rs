@@ -114,7 +114,7 @@ fn stack_mailbox(name: &str, path: &str) -> Mailbox {
 
 async fn probe(mb: &Mailbox, cache: &Arc<TokenCache>) -> ProbeResult {
     let source = CredentialSource::OAuth(cache.clone());
-    prober().probe_with_source(mb, &template(mb), &source).await
+    prober().probe(mb, &template(mb), &source, None).await
 }
 
 fn delivered_files(message_id: &str) -> Vec<PathBuf> {

@@ -85,41 +85,13 @@ impl Prober {
         &self.helo_name
     }
 
-    /// Runs one probe of `mb`. Never panics on server input and always returns within
-    /// the mailbox's timeout plus a short parting QUIT (none after a timeout).
+    /// Runs one probe of `mb`: the one entry point, for the scheduler, `probe NAME` and
+    /// tests alike. Credentials come from `source` (fixed ones, or an OAuth token cache;
+    /// `&creds.into()` makes a source of fixed credentials); `hook` is called right before
+    /// the message is written (the send gate's permit records the send there). Never
+    /// panics on server input and always returns within the mailbox's timeout plus a
+    /// short parting QUIT (none after a timeout).
     pub async fn probe(
-        &self,
-        mb: &Mailbox,
-        template: &Template,
-        creds: &Credentials,
-    ) -> ProbeResult {
-        let source = CredentialSource::Static(creds.clone());
-        self.probe_full(mb, template, &source, None).await
-    }
-
-    /// Like [`Prober::probe`], with credentials from a source (an OAuth token cache).
-    pub async fn probe_with_source(
-        &self,
-        mb: &Mailbox,
-        template: &Template,
-        source: &CredentialSource,
-    ) -> ProbeResult {
-        self.probe_full(mb, template, source, None).await
-    }
-
-    /// Like [`Prober::probe_with_source`], calling `hook` right before the message is
-    /// written (the scheduler records the send there).
-    pub async fn probe_full(
-        &self,
-        mb: &Mailbox,
-        template: &Template,
-        source: &CredentialSource,
-        hook: Option<&dyn SendHook>,
-    ) -> ProbeResult {
-        self.run_probe(mb, template, source, hook).await
-    }
-
-    async fn run_probe(
         &self,
         mb: &Mailbox,
         template: &Template,

@@ -170,7 +170,7 @@ pub async fn probe_timed_with(prober: &Prober, mb: &Mailbox) -> (ProbeResult, Du
     let template = template(mb);
     let creds = Credentials::from_config(&mb.auth);
     let started = Instant::now();
-    let r = prober.probe(mb, &template, &creds).await;
+    let r = prober.probe(mb, &template, &creds.into(), None).await;
     (r, started.elapsed())
 }
 
