@@ -326,3 +326,13 @@ pub async fn counting_proxy(upstream: SocketAddr) -> (SocketAddr, JoinHandle<u64
     });
     (addr, task)
 }
+
+/// [`shared`] for a synchronous test (outside any runtime).
+pub fn shared_blocking() -> RwLockReadGuard<'static, ()> {
+    SERIAL.blocking_read()
+}
+
+/// [`exclusive`] for a synchronous test (outside any runtime).
+pub fn exclusive_blocking() -> RwLockWriteGuard<'static, ()> {
+    SERIAL.blocking_write()
+}

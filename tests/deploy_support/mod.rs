@@ -1,5 +1,5 @@
-//! Helpers for the tests of the monitoring and deployment files (`tests/deploy_files.rs`,
-//! `tests/dashboards_live.rs`): loading the dashboard and the alert rules, the dashboard's
+//! Helpers for the tests of the monitoring and deployment files (`tests/integration/deploy_files.rs`,
+//! `tests/integration/dashboards_live.rs`): loading the dashboard and the alert rules, the dashboard's
 //! queries with Grafana's variables filled in, metric names in text, the metric names
 //! src/metrics.rs defines and the contract documents, and YAML as untyped data.
 

@@ -1,5 +1,5 @@
-//! Helpers for the OAuth tests (`tests/oauth.rs`, `tests/oauth_cli.rs`,
-//! `tests/oauth_stack.rs`):
+//! Helpers for the OAuth tests (`tests/integration/oauth.rs`, `tests/integration/oauth_cli.rs`,
+//! `tests/integration/oauth_stack.rs`):
 //! - [`TokenEndpoint`]: a hyper 1 server that plays an OAuth 2.0 token endpoint (issues
 //!   short-lived bearer tokens, counts and records requests, fails on demand, rotates
 //!   refresh tokens) and answers Dovecot's token introspection for the tokens it issued;

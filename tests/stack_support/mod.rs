@@ -1,4 +1,4 @@
-//! Helpers for `tests/stack_integration.rs`: the running mail stack (`tests/stack/up.sh`),
+//! Helpers for `tests/integration/stack_integration.rs`: the running mail stack (`tests/stack/up.sh`),
 //! configs in a tempdir, the real `smtp-canary` binary as a child process, a tiny HTTP
 //! client, the Maildir and the Postfix log.
 //!
@@ -430,7 +430,7 @@ impl Canary {
             .tempdir()
             .expect("tempdir");
         let mut y = String::from(
-            "# written by tests/stack_integration.rs\nglobal:\n  helo_name: canary-test.example.test\n",
+            "# written by tests/integration/stack_integration.rs\nglobal:\n  helo_name: canary-test.example.test\n",
         );
         y += &format!("  timeout: {PROBE_TIMEOUT}\nmailboxes:\n");
         for mb in mailboxes {

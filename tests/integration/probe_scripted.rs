@@ -2,8 +2,6 @@
 //! STARTTLS and implicit TLS, every failure class of the contract that needs no OAuth,
 //! phase timings against injected delays, hostile servers, redaction and the JSON form.
 
-mod common;
-
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -15,7 +13,7 @@ use smtp_canary::demo::Pki;
 use smtp_canary::demo::server::{Action, Mechanism as ServerMechanism, Script, Stage};
 use smtp_canary::probe::{Phase, ProbeResult};
 
-use common::*;
+use crate::common::*;
 
 const MS: Duration = Duration::from_millis(1);
 

@@ -8,25 +8,21 @@
 //! `scripts/test-all.sh` (as root in CI) with `--ignored`; they panic, not skip, without
 //! root.
 
-mod harness;
-mod hostile;
-mod oauth_support;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::harness::{BIN, Daemon, metric_value, run};
+use crate::hostile::{HostileServer, Mode, Tls, run_measured};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD as B64, STANDARD_NO_PAD as B64_NO_PAD};
-use harness::{BIN, Daemon, metric_value, run};
-use hostile::{HostileServer, Mode, Tls, run_measured};
 use smtp_canary::demo::{Pki, ServerHandle, SmtpServer};
 
 const USER: &str = "canary@example.com";
 /// Long and unlike any other text, so a leak of any piece of it is unmistakable.
 const PASSWORD: &str = "Pw-7qX2mZ9vL4kR8tB3nH6jF";
-const CLIENT_SECRET: &str = oauth_support::CLIENT_SECRET;
+const CLIENT_SECRET: &str = crate::oauth_support::CLIENT_SECRET;
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -129,13 +125,14 @@ fn huge_chain_config(pki: &Pki, extra: usize) -> Arc<rustls::ServerConfig> {
 
 #[test]
 fn every_hostile_server_mode_ends_in_its_class_within_bounds_and_leaks_nothing() {
+    let _serial = crate::common::shared_blocking();
     let rt = runtime();
     let pki = Pki::generate(&["localhost", "127.0.0.1"]).expect("pki");
     let tls = Arc::new(Tls {
         normal: pki.server_config().expect("server config"),
         huge_chain: huge_chain_config(&pki, 300),
     });
-    let tokens = rt.block_on(oauth_support::TokenEndpoint::start());
+    let tokens = rt.block_on(crate::oauth_support::TokenEndpoint::start());
     tokens.set_username(USER);
     let dir = tempfile::tempdir().expect("tempdir");
     let ca = write(&dir.path().join("ca.pem"), &pki.ca_pem());
@@ -149,7 +146,7 @@ fn every_hostile_server_mode_ends_in_its_class_within_bounds_and_leaks_nothing()
             format!(
                 "    oauth2: {{grant: client_credentials, token_url: '{}', scope: s, client_id: {}, client_secret_file: {}}}\n",
                 tokens.url(),
-                oauth_support::CLIENT_ID,
+                crate::oauth_support::CLIENT_ID,
                 cs_file.display()
             )
         } else {
@@ -176,7 +173,7 @@ fn every_hostile_server_mode_ends_in_its_class_within_bounds_and_leaks_nothing()
     }
     let cfg = write(&dir.path().join("hostile.yaml"), &yaml);
 
-    let results: Vec<(Mode, hostile::Measured)> = std::thread::scope(|scope| {
+    let results: Vec<(Mode, crate::hostile::Measured)> = std::thread::scope(|scope| {
         let chunks: Vec<_> = Mode::ALL.chunks(6).collect();
         let handles: Vec<_> = chunks
             .into_iter()
@@ -256,6 +253,7 @@ fn every_hostile_server_mode_ends_in_its_class_within_bounds_and_leaks_nothing()
 /// probes servers that echo every form of the credentials.
 #[test]
 fn a_daemon_probing_echoing_servers_shows_no_secret_on_the_page_or_in_logs() {
+    let _serial = crate::common::shared_blocking();
     let rt = runtime();
     let pki = Pki::generate(&["localhost", "127.0.0.1"]).expect("pki");
     let tls = Arc::new(Tls {
@@ -320,6 +318,7 @@ fn a_daemon_probing_echoing_servers_shows_no_secret_on_the_page_or_in_logs() {
 
 #[test]
 fn files_that_are_not_regular_or_too_large_are_refused_at_once_by_name() {
+    let _serial = crate::common::shared_blocking();
     let dir = tempfile::tempdir().expect("tempdir");
     let fifo = dir.path().join("fifo");
     mkfifo(&fifo);
@@ -431,6 +430,7 @@ fn demo_config(dir: &Path, interval: &str) -> PathBuf {
 
 #[test]
 fn a_reload_that_meets_a_fifo_fails_fast_and_the_daemon_stays_responsive() {
+    let _serial = crate::common::shared_blocking();
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = demo_config(dir.path(), "1h");
     let mut d = Daemon::start(&cfg, &dir.path().join("state"), &[], &[]);
@@ -468,6 +468,7 @@ fn a_reload_that_meets_a_fifo_fails_fast_and_the_daemon_stays_responsive() {
 
 #[test]
 fn a_state_file_that_is_a_fifo_or_huge_does_not_hang_the_daemon() {
+    let _serial = crate::common::shared_blocking();
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = demo_config(dir.path(), "10s");
     let state = dir.path().join("state");
@@ -491,6 +492,7 @@ fn a_state_file_that_is_a_fifo_or_huge_does_not_hang_the_daemon() {
 
 #[test]
 fn the_state_directory_is_checked_locked_and_never_written_through_a_link() {
+    let _serial = crate::common::shared_blocking();
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = demo_config(dir.path(), "1h");
@@ -582,6 +584,7 @@ fn relay_mailbox(
 
 #[test]
 fn the_probe_command_records_its_send_and_respects_the_budget() {
+    let _serial = crate::common::shared_blocking();
     let rt = runtime();
     let pki = Pki::generate(&["localhost", "127.0.0.1"]).expect("pki");
     let relay = counting_relay(&rt, &pki);
@@ -624,6 +627,7 @@ fn the_probe_command_records_its_send_and_respects_the_budget() {
 
 #[test]
 fn the_per_minute_share_holds_through_sighup_storms_and_the_probe_command() {
+    let _serial = crate::common::shared_blocking();
     let rt = runtime();
     let pki = Pki::generate(&["localhost", "127.0.0.1"]).expect("pki");
     let relay = counting_relay(&rt, &pki);
@@ -686,6 +690,7 @@ fn the_per_minute_share_holds_through_sighup_storms_and_the_probe_command() {
 
 #[test]
 fn sigterm_always_stops_a_second_one_at_once_and_ready_says_503_meanwhile() {
+    let _serial = crate::common::shared_blocking();
     let rt = runtime();
     let pki = Pki::generate(&["localhost", "127.0.0.1"]).expect("pki");
     let tls = Arc::new(Tls {
@@ -721,6 +726,7 @@ fn sigterm_always_stops_a_second_one_at_once_and_ready_says_503_meanwhile() {
 
 #[test]
 fn usage_and_config_mistakes_are_reported_well() {
+    let _serial = crate::common::shared_blocking();
     // A malformed listen address is a usage error.
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = demo_config(dir.path(), "1h");
@@ -767,7 +773,7 @@ fn usage_and_config_mistakes_are_reported_well() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_ne!(port, 0);
-    assert!(harness::http("GET", &format!("127.0.0.1:{port}"), "/-/healthy").is_some());
+    assert!(crate::harness::http("GET", &format!("127.0.0.1:{port}"), "/-/healthy").is_some());
     let _ = child.kill();
     let _ = child.wait();
 
@@ -814,6 +820,7 @@ fn usage_and_config_mistakes_are_reported_well() {
 #[test]
 #[ignore = "needs root (mounts a tmpfs); run by scripts/test-all.sh"]
 fn kill9_cycles_on_a_full_then_read_only_state_dir_never_over_send() {
+    let _serial = crate::common::shared_blocking();
     assert!(is_root(), "this fault test mounts a tmpfs: run it as root");
     let rt = runtime();
     let pki = Pki::generate(&["localhost", "127.0.0.1"]).expect("pki");
@@ -919,6 +926,7 @@ fn kill9_cycles_on_a_full_then_read_only_state_dir_never_over_send() {
 #[test]
 #[ignore = "needs root (chown); run by scripts/test-all.sh"]
 fn a_state_dir_owned_by_another_user_is_refused() {
+    let _serial = crate::common::shared_blocking();
     assert!(is_root(), "this test chowns a directory: run it as root");
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = demo_config(dir.path(), "1h");

@@ -5,11 +5,9 @@
 //! gets Dovecot's `334` JSON challenge and then `535 5.7.8`.
 //!
 //! Every test is `#[ignore]`d (a plain `cargo test` stays hermetic) and run by
-//! `scripts/test-all.sh` as `cargo test --test oauth_stack -- --ignored`. Without a
+//! `scripts/test-all.sh` as `cargo test --test integration -- --ignored oauth_stack::`. Without a
 //! running stack (`$STACK_ROOT/run/stack.env`) they panic; they never skip. Only this
 //! test binary may listen on the introspection port.
-
-mod oauth_support;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -17,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use oauth_support::*;
+use crate::oauth_support::*;
 use smtp_canary::auth::{CacheOptions, CredentialSource, TokenCache, TokenProvider};
 use smtp_canary::classify::Class;
 use smtp_canary::config::{AuthConfig, Mailbox};
@@ -147,6 +145,7 @@ async fn wait_delivered(message_id: &str) -> PathBuf {
 #[tokio::test]
 #[ignore = "needs the mail stack"]
 async fn xoauth2_through_postfix_and_dovecot_delivers_with_one_token_request() {
+    let _serial = crate::common::shared().await;
     let ep = endpoint();
     let path = "/t/deliver/oauth2/v2.0/token";
     let mb = stack_mailbox("stack-oauth-deliver", path);
@@ -180,6 +179,7 @@ async fn xoauth2_through_postfix_and_dovecot_delivers_with_one_token_request() {
 #[tokio::test]
 #[ignore = "needs the mail stack"]
 async fn revoked_token_through_dovecot_is_class_auth_then_replaced() {
+    let _serial = crate::common::shared().await;
     let ep = endpoint();
     let path = "/t/revoked/oauth2/v2.0/token";
     let mb = stack_mailbox("stack-oauth-revoked", path);
@@ -222,6 +222,7 @@ async fn revoked_token_through_dovecot_is_class_auth_then_replaced() {
 #[tokio::test]
 #[ignore = "needs the mail stack"]
 async fn the_binary_probes_the_stack_with_xoauth2() {
+    let _serial = crate::common::shared().await;
     let ep = endpoint();
     let s = Stack::get();
     let path = "/t/binary/oauth2/v2.0/token";

@@ -2,13 +2,11 @@
 //! file, back-off after throttling, reload (good and bad, by SIGHUP and HTTP), and
 //! shards. Sends are counted at the (in-process) server, not taken from our own metrics.
 
-mod harness;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use harness::{Daemon, metric_value};
+use crate::harness::{Daemon, metric_value};
 use smtp_canary::auth::{CredentialSource, Credentials};
 use smtp_canary::config::{
     AuthConfig, Budget, Limits, Mailbox, Provider, Secret, Security, TlsSettings,
@@ -88,6 +86,7 @@ fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
 /// neither must a restart after `kill -9` in the middle of DATA.
 #[test]
 fn budget_survives_restart_and_kill_9_mid_probe() {
+    let _serial = crate::common::shared_blocking();
     // Every message's final reply is held back 3 s, so DATA is in flight when we kill.
     let f = fixture(Script::new().on(
         Stage::DataEnd,
@@ -154,6 +153,7 @@ fn budget_survives_restart_and_kill_9_mid_probe() {
 /// A corrupt state file is moved aside, logged, and treated as a spent budget.
 #[test]
 fn corrupt_state_file_is_moved_aside_and_counts_as_spent() {
+    let _serial = crate::common::shared_blocking();
     let f = fixture(Script::new());
     let cfg = f.write_config(&[f.mailbox_yaml("corrupt", "")]);
     let state = f.dir.path().join("state");
@@ -239,6 +239,7 @@ fn lib_mailbox(name: &str, port: u16, ca: &Path, interval: Duration) -> Arc<Mail
 /// and the server sees no new connection until the pause ends.
 #[test]
 fn throttling_backs_off() {
+    let _serial = crate::common::shared_blocking();
     let f = fixture(Script::new().on(
         Stage::DataEnd,
         Action::reply("432 4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded"),
@@ -281,6 +282,7 @@ fn throttling_backs_off() {
 /// series; a bad config keeps the old one and sets the reload gauge to 0.
 #[test]
 fn reload_good_and_bad() {
+    let _serial = crate::common::shared_blocking();
     let f = fixture(Script::new());
     let a = f.mailbox_yaml("keep", "");
     let b = f.mailbox_yaml("remove-me", "");
@@ -335,6 +337,7 @@ fn reload_good_and_bad() {
 /// N shards cover every mailbox exactly once, for every N up to 8.
 #[test]
 fn shards_partition_ten_thousand_names_exactly() {
+    let _serial = crate::common::shared_blocking();
     let names: Vec<String> = (0..10_000).map(|i| format!("mailbox-{i:05}")).collect();
     for n in 1..=8u32 {
         let mut seen = vec![0u8; names.len()];
@@ -365,6 +368,7 @@ fn shards_partition_ten_thousand_names_exactly() {
 /// healthy one keeps probing on its own schedule meanwhile.
 #[test]
 fn a_stuck_server_never_delays_another_mailbox() {
+    let _serial = crate::common::shared_blocking();
     let stuck = fixture(Script::new().on(Stage::Greeting, Action::Silent));
     let healthy = fixture(Script::new());
     let rt = tokio::runtime::Runtime::new().unwrap();

@@ -6,7 +6,7 @@
 //!
 //! ```sh
 //! sudo tests/stack/up.sh
-//! cargo test --test stack_integration -- --ignored
+//! cargo test --test integration -- --ignored stack_integration::
 //! ```
 //!
 //! The tests are independent and may run in parallel: each one binds its own fresh
@@ -15,12 +15,10 @@
 //! too. When the stack is not up (no `$STACK_ROOT/run/stack.env`), every test panics with
 //! instructions; nothing is skipped silently.
 
-mod stack_support;
-
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use stack_support::*;
+use crate::stack_support::*;
 
 /// Source addresses of tests that do not exercise rate limits: 127.20-99.y.z.
 const SRC_PLAIN: std::ops::Range<u8> = 20..100;
@@ -139,12 +137,14 @@ fn canary_delivered_with(mechanism: &str) {
 #[test]
 #[ignore = "needs the mail stack: tests/stack/up.sh (root)"]
 fn canary_starttls_auth_plain_lands_with_header_and_dkim() {
+    let _serial = crate::common::shared_blocking();
     canary_delivered_with("PLAIN");
 }
 
 #[test]
 #[ignore = "needs the mail stack: tests/stack/up.sh (root)"]
 fn canary_starttls_auth_login_lands_with_header_and_dkim() {
+    let _serial = crate::common::shared_blocking();
     canary_delivered_with("LOGIN");
 }
 
@@ -155,6 +155,7 @@ fn canary_starttls_auth_login_lands_with_header_and_dkim() {
 #[test]
 #[ignore = "needs the mail stack: tests/stack/up.sh (root)"]
 fn wrong_password_is_auth_578_not_timeout() {
+    let _serial = crate::common::shared_blocking();
     let stack = Stack::get();
     let src = fresh_source(SRC_PLAIN);
     let wrong = format!("wrong-{:016x}", rand::random::<u64>());
@@ -199,6 +200,7 @@ fn wrong_password_is_auth_578_not_timeout() {
 #[test]
 #[ignore = "needs the mail stack: tests/stack/up.sh (root)"]
 fn security_none_sends_no_credentials() {
+    let _serial = crate::common::shared_blocking();
     let stack = Stack::get();
     let src = fresh_source(SRC_PLAIN);
     let log = LogCursor::new(stack.postfix_log());
@@ -305,6 +307,7 @@ fn security_none_sends_no_credentials() {
 #[test]
 #[ignore = "needs the mail stack: tests/stack/up.sh (root)"]
 fn message_rate_limit_is_throttled_471_at_mail() {
+    let _serial = crate::common::shared_blocking();
     let stack = Stack::get();
     let limit = stack.num("STACK_RATE_MSGS");
     let src = fresh_source(SRC_RATE);
@@ -350,6 +353,7 @@ fn message_rate_limit_is_throttled_471_at_mail() {
 #[test]
 #[ignore = "needs the mail stack: tests/stack/up.sh (root)"]
 fn connection_rate_limit_is_throttled_470_at_greeting() {
+    let _serial = crate::common::shared_blocking();
     let stack = Stack::get();
     let limit = stack.num("STACK_RATE_CONN");
     let src = fresh_source(SRC_RATE);
@@ -395,6 +399,7 @@ fn connection_rate_limit_is_throttled_470_at_greeting() {
 #[test]
 #[ignore = "needs the mail stack: tests/stack/up.sh (root)"]
 fn untrusted_ca_is_class_tls() {
+    let _serial = crate::common::shared_blocking();
     let stack = Stack::get();
     let ca =
         smtp_canary::demo::pki::Ca::new("smtp-canary untrusted test CA").expect("generating a CA");
@@ -425,6 +430,7 @@ fn untrusted_ca_is_class_tls() {
 #[test]
 #[ignore = "needs the mail stack: tests/stack/up.sh (root)"]
 fn wrong_server_name_is_class_tls() {
+    let _serial = crate::common::shared_blocking();
     let stack = Stack::get();
     let mut mb = stack
         .mailbox("stack-wrongname")
@@ -452,6 +458,7 @@ fn wrong_server_name_is_class_tls() {
 #[test]
 #[ignore = "needs the mail stack: tests/stack/up.sh (root)"]
 fn host_name_resolves_through_knot() {
+    let _serial = crate::common::shared_blocking();
     let stack = Stack::get();
     let mut mb = stack
         .mailbox("stack-byname")
@@ -488,6 +495,7 @@ fn host_name_resolves_through_knot() {
 #[test]
 #[ignore = "needs the mail stack: tests/stack/up.sh (root)"]
 fn unknown_host_name_is_class_dns() {
+    let _serial = crate::common::shared_blocking();
     let stack = Stack::get();
     let mut mb = stack.mailbox("stack-nxdomain");
     mb.host = format!(
@@ -575,6 +583,7 @@ fn promtool_check_config(path: &std::path::Path) {
 #[test]
 #[ignore = "needs the mail stack: tests/stack/up.sh (root)"]
 fn prometheus_scrapes_the_daemon_with_the_shipped_config() {
+    let _serial = crate::common::shared_blocking();
     let stack = Stack::get();
     promtool_check_config(&shipped_prometheus_config());
 
@@ -657,6 +666,7 @@ fn prometheus_scrapes_the_daemon_with_the_shipped_config() {
 #[test]
 #[ignore = "needs the mail stack: tests/stack/up.sh (root)"]
 fn promtool_check_metrics_is_clean() {
+    let _serial = crate::common::shared_blocking();
     let stack = Stack::get();
     let good = stack
         .mailbox("stack-metrics-ok")

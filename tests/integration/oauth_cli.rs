@@ -4,15 +4,13 @@
 //! formats with a token endpoint, proving that no secret and no token appears in any log
 //! line, `/metrics`, `/`, or the probe command's JSON and text.
 
-mod oauth_support;
-
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::oauth_support::*;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use oauth_support::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_smtp-canary");
 const SECRET_ENV: &str = "OAUTH_TEST_CLIENT_SECRET";
@@ -55,6 +53,7 @@ fn write(dir: &Path, name: &str, body: &str) -> std::path::PathBuf {
 
 #[tokio::test]
 async fn check_config_microsoft365_oauth_needs_only_the_documented_keys() {
+    let _serial = crate::common::shared().await;
     let dir = tempfile::tempdir().unwrap();
     // Exactly: provider, username, from, to, oauth2.tenant, client_id, client_secret_env.
     let minimal = write(
@@ -128,6 +127,7 @@ async fn check_config_microsoft365_oauth_needs_only_the_documented_keys() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probe_microsoft365_oauth_mailbox_with_the_token_url_overridden() {
+    let _serial = crate::common::shared().await;
     let ep = TokenEndpoint::start().await;
     let pki = TestPki::new();
     let smtp = start_smtp(&ep, &pki, true).await;
@@ -355,6 +355,7 @@ async fn daemon_run(cfg: &Path, state: &Path, format: &str) -> (String, String, 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_and_probe_at_debug_level_leak_no_secret_or_token() {
+    let _serial = crate::common::shared().await;
     let ep = TokenEndpoint::start().await;
     ep.set_rotate(true);
     let pki = TestPki::new();

@@ -2,11 +2,9 @@
 //! errors and exit codes, `probe` JSON, the daemon's HTTP endpoints, SIGTERM, and that no
 //! secret appears in any output.
 
-mod harness;
-
 use std::time::{Duration, Instant};
 
-use harness::{Daemon, metric_value, repo, run};
+use crate::harness::{Daemon, metric_value, repo, run};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -14,6 +12,7 @@ use smtp_canary::demo::{Action, Pki, Rule, Script, SmtpServer, Stage};
 
 #[test]
 fn shipped_config_is_valid() {
+    let _serial = crate::common::shared_blocking();
     let out = run(&["check-config"], &[]);
     assert!(
         out.status.success(),
@@ -26,6 +25,7 @@ fn shipped_config_is_valid() {
 
 #[test]
 fn bad_config_names_file_line_column_key_and_exits_2() {
+    let _serial = crate::common::shared_blocking();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.yaml");
     std::fs::write(
@@ -56,6 +56,7 @@ fn bad_config_names_file_line_column_key_and_exits_2() {
 
 #[test]
 fn missing_secret_env_is_named() {
+    let _serial = crate::common::shared_blocking();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.yaml");
     std::fs::write(
@@ -74,6 +75,7 @@ fn missing_secret_env_is_named() {
 
 #[test]
 fn wrong_flag_and_unknown_mailbox_exit_2() {
+    let _serial = crate::common::shared_blocking();
     let out = run(&["--no-such-flag"], &[]);
     assert_eq!(out.status.code(), Some(2));
     let out = run(&["probe", "no-such-mailbox"], &[]);
@@ -85,6 +87,7 @@ fn wrong_flag_and_unknown_mailbox_exit_2() {
 
 #[test]
 fn probe_json_of_the_demo_mailboxes() {
+    let _serial = crate::common::shared_blocking();
     let state = tempfile::tempdir().unwrap();
     let st = state.path().to_str().unwrap();
     let out = run(
@@ -160,6 +163,7 @@ fn probe_json_of_the_demo_mailboxes() {
 /// auth-disabled demo mailbox, the status page, health, and a clean SIGTERM.
 #[test]
 fn daemon_with_shipped_config_serves_metrics_and_stops_on_sigterm() {
+    let _serial = crate::common::shared_blocking();
     let state = tempfile::tempdir().unwrap();
     let mut d = Daemon::start(
         &repo().join("config.yaml"),
@@ -210,6 +214,7 @@ fn daemon_with_shipped_config_serves_metrics_and_stops_on_sigterm() {
 /// deadlines (here: the server answers DATA after 1.5 s), then the daemon exits 0.
 #[test]
 fn sigterm_lets_in_flight_probe_finish() {
+    let _serial = crate::common::shared_blocking();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let pki = Pki::generate(&["localhost", "127.0.0.1"]).unwrap();
     let server = rt.block_on(async {
@@ -271,6 +276,7 @@ fn sigterm_lets_in_flight_probe_finish() {
 /// failing AUTH, with PLAIN and LOGIN.
 #[test]
 fn secrets_never_appear_in_any_output() {
+    let _serial = crate::common::shared_blocking();
     const PW: &str = "Zq9-very-secret-Pa55word";
     let user = "secret-test@example.com";
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -407,6 +413,7 @@ fn secrets_never_appear_in_any_output() {
 /// certificate, and basic auth on every endpoint (bcrypt hashes); a bad file exits 2.
 #[test]
 fn web_config_file_serves_https_with_basic_auth() {
+    let _serial = crate::common::shared_blocking();
     use base64::Engine;
     use base64::engine::general_purpose::STANDARD as B64;
     use rustls::pki_types::{PrivateKeyDer, ServerName};

@@ -8,7 +8,7 @@
 //! - a password mailbox on the stack's Postfix (STARTTLS, PLAIN/LOGIN, the stack's CA);
 //! - an OAuth mailbox: XOAUTH2 through Postfix + Dovecot, whose introspection endpoint
 //!   (127.0.0.1:18080) this test serves together with the token endpoint
-//!   (`oauth_support::TokenEndpoint`): token expiry, mechanism XOAUTH2;
+//!   (`crate::oauth_support::TokenEndpoint`): token expiry, mechanism XOAUTH2;
 //! - an OAuth mailbox whose token endpoint answers `invalid_client` (AADSTS7000215):
 //!   `oauth_token_failures_total{reason="invalid_client"}`, class `oauth_token`;
 //! - a `provider: microsoft365` password mailbox pointed at the stack's Postfix (host
@@ -23,21 +23,17 @@
 //! rule must evaluate without error, and the alerts this data should fire do.
 //!
 //! `#[ignore]`d like the other stack tests; `scripts/test-all.sh` runs it with
-//! `cargo test --test dashboards_live -- --ignored`. It panics when the stack is not up.
+//! `cargo test --test integration -- --ignored dashboards_live::`. It panics when the stack is not up.
 //! It listens on the stack's introspection port, so it must not run at the same time as
-//! `tests/oauth_stack.rs` (cargo runs test binaries one after another).
-
-mod deploy_support;
-mod oauth_support;
-mod stack_support;
+//! `tests/integration/oauth_stack.rs` (cargo runs test binaries one after another).
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::stack_support::{ChildGuard, Stack, http_get, urlencode, wait_until};
 use serde_json::Value;
-use stack_support::{ChildGuard, Stack, http_get, urlencode, wait_until};
 
 /// Environment variables the daemon reads its secrets from.
 const PASSWORD_ENV: &str = "DASHBOARDS_LIVE_PASSWORD";
@@ -62,7 +58,7 @@ fn config(stack: &Stack, token_base: &str) -> String {
     // A fresh loopback source address per stack mailbox: Postfix's per-client message
     // limit (5 a minute) then never throttles these probes. 127.200-254.x.y is used by
     // no other test file.
-    let src = || stack_support::fresh_source(200..255);
+    let src = || crate::stack_support::fresh_source(200..255);
     let stack_mailbox = |mb: &str, interval: &str, src: std::net::Ipv4Addr| {
         format!(
             "  - name: {mb}
@@ -87,12 +83,12 @@ fn config(stack: &Stack, token_base: &str) -> String {
       client_id: {client_id}
       client_secret_env: {SECRET_ENV}
 ",
-            scope = oauth_support::SCOPE,
-            client_id = oauth_support::CLIENT_ID,
+            scope = crate::oauth_support::SCOPE,
+            client_id = crate::oauth_support::CLIENT_ID,
         )
     };
     let mut y = String::from(
-        "# written by tests/dashboards_live.rs
+        "# written by tests/integration/dashboards_live.rs
 global:
   helo_name: canary-test.example.test
 mailboxes:
@@ -189,14 +185,15 @@ fn run_panel_queries(prom: SocketAddr, queries: &[(String, String)]) -> Vec<Outc
 #[test]
 #[ignore = "needs the mail stack: tests/stack/up.sh (root)"]
 fn every_dashboard_query_and_alert_rule_works_on_real_data() {
+    let _serial = crate::common::shared_blocking();
     let stack = Stack::get();
     assert_eq!(
         stack.var("STACK_OAUTH2"),
         "1",
         "the stack runs without XOAUTH2; restart it with STACK_OAUTH2=1"
     );
-    let promtool = stack_support::stack_tool("promtool");
-    let prometheus_bin = stack_support::stack_tool("prometheus");
+    let promtool = crate::stack_support::stack_tool("promtool");
+    let prometheus_bin = crate::stack_support::stack_tool("prometheus");
 
     // The token endpoint, on the introspection address Dovecot asks.
     let introspect = stack.var("STACK_OAUTH2_INTROSPECT_URL");
@@ -205,7 +202,7 @@ fn every_dashboard_query_and_alert_rule_works_on_real_data() {
         .and_then(|r| r.split('/').next())
         .and_then(|a| a.parse().ok())
         .unwrap_or_else(|| panic!("unexpected STACK_OAUTH2_INTROSPECT_URL {introspect}"));
-    let ep = oauth_support::TokenEndpoint::start_detached(ep_addr);
+    let ep = crate::oauth_support::TokenEndpoint::start_detached(ep_addr);
     ep.set_username(stack.user());
 
     let dir = tempfile::Builder::new()
@@ -217,10 +214,10 @@ fn every_dashboard_query_and_alert_rule_works_on_real_data() {
     std::fs::write(&cfg_path, &cfg).unwrap();
 
     // ------------------------------------------------------------------ the daemon
-    let web = loopback(stack_support::free_port());
+    let web = loopback(crate::stack_support::free_port());
     let daemon = ChildGuard::spawn(
         "smtp-canary daemon",
-        Command::new(stack_support::BIN)
+        Command::new(crate::stack_support::BIN)
             .arg("--config.file")
             .arg(&cfg_path)
             .arg("--state.dir")
@@ -231,7 +228,7 @@ fn every_dashboard_query_and_alert_rule_works_on_real_data() {
             .arg(stack.var("STACK_DNS"))
             .arg("--probe.immediate")
             .env(PASSWORD_ENV, stack.password())
-            .env(SECRET_ENV, oauth_support::CLIENT_SECRET)
+            .env(SECRET_ENV, crate::oauth_support::CLIENT_SECRET)
             .env_remove("RUST_LOG"),
         dir.path().join("daemon.log"),
     );
@@ -253,7 +250,7 @@ fn every_dashboard_query_and_alert_rule_works_on_real_data() {
     let prom_cfg = prom_dir.join("prometheus.yml");
     std::fs::write(
         &prom_cfg,
-        deploy_support::render_prometheus_config(
+        crate::deploy_support::render_prometheus_config(
             "deploy/prometheus/prometheus.yml",
             "localhost:9587",
             &web.to_string(),
@@ -261,7 +258,7 @@ fn every_dashboard_query_and_alert_rule_works_on_real_data() {
     )
     .unwrap();
     std::fs::copy(
-        deploy_support::repo().join("deploy/prometheus/alerts.yml"),
+        crate::deploy_support::repo().join("deploy/prometheus/alerts.yml"),
         prom_dir.join("alerts.yml"),
     )
     .unwrap();
@@ -276,7 +273,7 @@ fn every_dashboard_query_and_alert_rule_works_on_real_data() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let prom = loopback(stack_support::free_port());
+    let prom = loopback(crate::stack_support::free_port());
     let prometheus = ChildGuard::spawn(
         "prometheus",
         Command::new(&prometheus_bin)
@@ -313,13 +310,13 @@ fn every_dashboard_query_and_alert_rule_works_on_real_data() {
     });
 
     // ------------------------------------------------------------------ every panel
-    let dashboard = deploy_support::dashboard();
-    let panel_queries: Vec<(String, String)> = deploy_support::panel_queries(&dashboard)
+    let dashboard = crate::deploy_support::dashboard();
+    let panel_queries: Vec<(String, String)> = crate::deploy_support::panel_queries(&dashboard)
         .into_iter()
         .map(|q| {
             (
                 format!("{} [{}]", q.panel, q.ref_id),
-                deploy_support::substitute(&q.expr),
+                crate::deploy_support::substitute(&q.expr),
             )
         })
         .collect();
@@ -385,11 +382,11 @@ fn every_dashboard_query_and_alert_rule_works_on_real_data() {
     );
 
     // ------------------------------------------------------------------ variables
-    for (name, kind, q) in deploy_support::variables(&dashboard) {
+    for (name, kind, q) in crate::deploy_support::variables(&dashboard) {
         if kind != "query" {
             continue;
         }
-        let (promql, label) = deploy_support::variable_promql(&q);
+        let (promql, label) = crate::deploy_support::variable_promql(&q);
         let result =
             query(prom, &promql).unwrap_or_else(|e| panic!("variable {name}: {e}\n    {promql}"));
         let values: BTreeSet<String> = result
@@ -420,7 +417,7 @@ fn every_dashboard_query_and_alert_rule_works_on_real_data() {
 
     // ------------------------------------------------------------------ the metrics
     // Every metric family the dashboard names is in the daemon's own exposition.
-    let (_, histograms) = deploy_support::defined_metrics();
+    let (_, histograms) = crate::deploy_support::defined_metrics();
     let (_, exposition) = http_get(web, "/metrics").expect("GET /metrics");
     let exported: BTreeSet<String> = exposition
         .lines()
@@ -428,8 +425,10 @@ fn every_dashboard_query_and_alert_rule_works_on_real_data() {
         .filter_map(|l| l.split_whitespace().next())
         .map(str::to_owned)
         .collect();
-    for name in deploy_support::metric_names(&deploy_support::read("dashboards/smtp-canary.json")) {
-        let fam = deploy_support::family(&name, &histograms);
+    for name in crate::deploy_support::metric_names(&crate::deploy_support::read(
+        "dashboards/smtp-canary.json",
+    )) {
+        let fam = crate::deploy_support::family(&name, &histograms);
         assert!(
             exported.contains(&fam),
             "the dashboard names {name}, which the daemon does not export"
@@ -437,7 +436,7 @@ fn every_dashboard_query_and_alert_rule_works_on_real_data() {
     }
 
     // ------------------------------------------------------------------ alert rules
-    let alerts = deploy_support::alerts();
+    let alerts = crate::deploy_support::alerts();
     for (name, rule) in &alerts {
         let expr = rule["expr"].as_str().unwrap();
         query(prom, expr).unwrap_or_else(|e| panic!("alert {name}: {e}\n    {expr}"));
@@ -460,7 +459,11 @@ fn every_dashboard_query_and_alert_rule_works_on_real_data() {
         )
     });
     let loaded: Vec<&str> = rules.iter().map(|r| r["name"].as_str().unwrap()).collect();
-    assert_eq!(loaded, deploy_support::ALERTS, "rules Prometheus loaded");
+    assert_eq!(
+        loaded,
+        crate::deploy_support::ALERTS,
+        "rules Prometheus loaded"
+    );
 
     // The alerts this data must fire: the demo's 5.7.139 at once, with its code; the bad
     // client secret at its first failure; the Microsoft 365 password mailbox pending

@@ -4,7 +4,7 @@
 //!
 //! Each test starts its own knotd from a config in a temporary directory and kills it on
 //! drop; the shared stack in `tests/stack/` (and its Knot on port 5353) is never touched.
-//! Run with `cargo test --test audit_knot -- --ignored` (knotd is the Debian package
+//! Run with `cargo test --test integration -- --ignored audit_knot::` (knotd is the Debian package
 //! `knot`, which `tests/stack/up.sh` installs).
 
 use std::collections::BTreeSet;
@@ -341,6 +341,7 @@ fn legacy_config(dir: &Path) -> PathBuf {
 #[tokio::test]
 #[ignore = "needs knotd (tests/stack/up.sh installs it)"]
 async fn every_finding_appears_and_none_for_the_good_domain() {
+    let _serial = crate::common::shared().await;
     let knot = Knot::start();
     let cases = cases();
     let mut targets: Vec<Target> = cases.iter().map(|(t, _)| t.clone()).collect();
@@ -376,6 +377,7 @@ async fn every_finding_appears_and_none_for_the_good_domain() {
 #[tokio::test]
 #[ignore = "needs knotd (tests/stack/up.sh installs it)"]
 async fn good_domain_details_and_fallback() {
+    let _serial = crate::common::shared().await;
     let knot = Knot::start();
     let targets = [
         good(),
@@ -430,6 +432,7 @@ async fn good_domain_details_and_fallback() {
 #[tokio::test]
 #[ignore = "needs knotd (tests/stack/up.sh installs it)"]
 async fn nxdomain_is_an_answer_and_servfail_is_not() {
+    let _serial = crate::common::shared().await;
     let knot = Knot::start();
     let targets = [
         target("gone.test", Generic, &[]),
@@ -471,6 +474,7 @@ fn metrics_text(m: &Metrics) -> String {
 #[tokio::test]
 #[ignore = "needs knotd (tests/stack/up.sh installs it)"]
 async fn servfail_and_timeout_keep_the_last_good_findings() {
+    let _serial = crate::common::shared().await;
     let knot = Knot::start();
     let metrics = Metrics::new();
     let t = target("pnone.test", Generic, &["s1"]);
@@ -563,6 +567,7 @@ async fn servfail_and_timeout_keep_the_last_good_findings() {
 #[tokio::test]
 #[ignore = "needs knotd (tests/stack/up.sh installs it)"]
 async fn changed_findings_replace_stale_series_but_not_basic_auth() {
+    let _serial = crate::common::shared().await;
     let knot = Knot::start();
     let metrics = Arc::new(Metrics::new());
     // The OAuth work owns this series; the audit must leave it alone.
@@ -604,6 +609,7 @@ fn binary(args: &[&str]) -> Output {
 #[test]
 #[ignore = "needs knotd (tests/stack/up.sh installs it)"]
 fn the_binary_prints_the_contract_json() {
+    let _serial = crate::common::shared_blocking();
     let knot = Knot::start();
     let dns = knot.dns();
     let no_config = knot.dir.path().join("absent.yaml");
@@ -765,6 +771,7 @@ impl Drop for Daemon {
 #[test]
 #[ignore = "needs knotd (tests/stack/up.sh installs it)"]
 fn the_daemon_exports_the_audit_metrics() {
+    let _serial = crate::common::shared_blocking();
     let knot = Knot::start();
     let dir = knot.dir.path();
     let config = dir.join("daemon.yaml");

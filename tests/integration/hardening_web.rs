@@ -3,17 +3,15 @@
 //! a wrong-password flood cannot starve a legitimate user, and the web config's files
 //! cannot hang the daemon.
 
-mod harness;
-
 use std::io::Write;
 use std::net::TcpStream;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::harness::{Daemon, http_with, metric_value, run_within};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use harness::{Daemon, http_with, metric_value, run_within};
 
 /// The daemon's write-stall timeout (src/web/conn.rs).
 const WRITE_STALL: Duration = Duration::from_secs(10);
@@ -103,6 +101,7 @@ fn closed_by_peer(s: &TcpStream) -> bool {
 /// the write timeout, and a normal scrape is served meanwhile.
 #[test]
 fn slow_metrics_readers_share_one_render_and_are_cut_off() {
+    let serial = crate::common::shared_blocking();
     let dir = tempfile::tempdir().unwrap();
     let config = quiet_config(dir.path(), 2000);
     let d = Daemon::start(&config, &dir.path().join("state"), &[], &[]);
@@ -142,6 +141,10 @@ fn slow_metrics_readers_share_one_render_and_are_cut_off() {
         "normal scrape took {normal:?}"
     );
     drop(body);
+    // From here on the test only waits for the daemon's write timeout: it loads the
+    // machine no more, and no neighbour can slow what it still measures, so a test that
+    // needs the machine to itself may run meanwhile.
+    drop(serial);
 
     let deadline = WRITE_STALL + Duration::from_secs(15);
     let closed_in = loop {
@@ -180,6 +183,7 @@ fn slow_metrics_readers_share_one_render_and_are_cut_off() {
 /// costing the daemon another connection's buffers.
 #[test]
 fn connections_beyond_the_cap_wait_for_a_free_slot() {
+    let _serial = crate::common::shared_blocking();
     let dir = tempfile::tempdir().unwrap();
     let config = quiet_config(dir.path(), 1);
     let d = Daemon::start(&config, &dir.path().join("state"), &[], &[]);
@@ -218,6 +222,7 @@ fn connections_beyond_the_cap_wait_for_a_free_slot() {
 /// A browser on another site must not be able to make the daemon reload; curl can.
 #[test]
 fn cross_site_reload_is_refused_and_curl_still_works() {
+    let _serial = crate::common::shared_blocking();
     let dir = tempfile::tempdir().unwrap();
     let config = quiet_config(dir.path(), 1);
     let d = Daemon::start(&config, &dir.path().join("state"), &[], &[]);
@@ -266,6 +271,7 @@ fn cross_site_reload_is_refused_and_curl_still_works() {
 /// A cost of 31 would pin a core per request; 3 is below bcrypt's minimum.
 #[test]
 fn bcrypt_costs_outside_the_allowed_range_are_refused_at_start() {
+    let _serial = crate::common::shared_blocking();
     let dir = tempfile::tempdir().unwrap();
     let hash = bcrypt::hash("pw", 4).unwrap();
     for cost in [31u32, 15, 3] {
@@ -291,7 +297,7 @@ fn bcrypt_costs_outside_the_allowed_range_are_refused_at_start() {
 /// Starts the daemon with `web` as `--web.config.file`, expecting it to refuse at once
 /// (killed after 20 s if it does not): its output and how long it ran.
 fn start_with_web_config(dir: &Path, web: &Path) -> (std::process::Output, Duration) {
-    let listen = format!("127.0.0.1:{}", harness::free_port());
+    let listen = format!("127.0.0.1:{}", crate::harness::free_port());
     let state = dir.join("state");
     let args = [
         "--web.config.file",
@@ -310,6 +316,7 @@ fn start_with_web_config(dir: &Path, web: &Path) -> (std::process::Output, Durat
 /// is refused.
 #[test]
 fn an_empty_web_config_is_an_error_at_start_and_on_reload() {
+    let _serial = crate::common::shared_blocking();
     let dir = tempfile::tempdir().unwrap();
     for text in ["", "# nothing but a comment\n", "{}\n", "null\n"] {
         let web = web_config(dir.path(), text);
@@ -374,6 +381,7 @@ fn an_empty_web_config_is_an_error_at_start_and_on_reload() {
 /// cached) password still gets in at once, and the flood gets 429 with Retry-After.
 #[test]
 fn a_wrong_password_flood_does_not_starve_a_legitimate_user() {
+    let _serial = crate::common::exclusive_blocking();
     let dir = tempfile::tempdir().unwrap();
     // The flooded user's hash is expensive, as real ones are; the legitimate user's is
     // cheap so that only waiting, not its own check, can make it slow.
@@ -454,6 +462,7 @@ fn a_wrong_password_flood_does_not_starve_a_legitimate_user() {
 /// a 4 GiB file is an error at once.
 #[test]
 fn web_config_files_that_are_not_regular_or_too_large_fail_at_once() {
+    let _serial = crate::common::shared_blocking();
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("web.fifo");
     let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();

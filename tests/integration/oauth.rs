@@ -3,13 +3,11 @@
 //! and classes, the 334 challenge, refresh-token rotation across a restart, and HTTPS
 //! through our own rustls config.
 
-mod oauth_support;
-
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use oauth_support::*;
+use crate::oauth_support::*;
 use smtp_canary::auth::{CacheOptions, CredentialSource, TokenCache, TokenClient, TokenProvider};
 use smtp_canary::classify::Class;
 use smtp_canary::config::Mailbox;
@@ -44,6 +42,7 @@ fn metric_line(m: &Metrics, starts: &str) -> Option<String> {
 
 #[tokio::test]
 async fn n_probes_within_a_tokens_life_make_one_request() {
+    let _serial = crate::common::shared().await;
     let ep = TokenEndpoint::start().await;
     let pki = TestPki::new();
     let smtp = start_smtp(&ep, &pki, true).await;
@@ -123,6 +122,7 @@ async fn n_probes_within_a_tokens_life_make_one_request() {
 
 #[tokio::test]
 async fn expiry_makes_exactly_one_refresh() {
+    let _serial = crate::common::exclusive().await;
     let ep = TokenEndpoint::start().await;
     ep.set_lifetime(2); // reused for 80% of its life: 1.6 s
     let pki = TestPki::new();
@@ -166,6 +166,7 @@ async fn expiry_makes_exactly_one_refresh() {
 /// it while the failure is counted; once it expires, the probe fails as `oauth_token`.
 #[tokio::test]
 async fn a_failed_refresh_keeps_a_still_valid_token() {
+    let _serial = crate::common::exclusive().await;
     let ep = TokenEndpoint::start().await;
     ep.set_lifetime(4); // reused for 3.2 s, usable until 3.6 s (a tenth of its life left)
     let pki = TestPki::new();
@@ -214,6 +215,7 @@ async fn a_failed_refresh_keeps_a_still_valid_token() {
 
 #[tokio::test]
 async fn concurrent_probes_share_one_request() {
+    let _serial = crate::common::shared().await;
     let ep = TokenEndpoint::start().await;
     ep.set_delay(Duration::from_millis(400));
     let pki = TestPki::new();
@@ -254,6 +256,7 @@ async fn concurrent_probes_share_one_request() {
 
 #[tokio::test]
 async fn invalid_client_is_class_oauth_token_with_the_description() {
+    let _serial = crate::common::shared().await;
     let ep = TokenEndpoint::start().await;
     let body = serde_json::json!({"error": "invalid_client", "error_description": AADSTS7000222, "error_codes": [7000222]});
     ep.set_mode(Mode::Fail {
@@ -312,6 +315,7 @@ async fn invalid_client_is_class_oauth_token_with_the_description() {
 
 #[tokio::test]
 async fn backoff_doubles_and_a_fixed_endpoint_recovers() {
+    let _serial = crate::common::exclusive().await;
     let ep = TokenEndpoint::start().await;
     ep.set_mode(Mode::Fail {
         status: 503,
@@ -363,6 +367,7 @@ async fn backoff_doubles_and_a_fixed_endpoint_recovers() {
 
 #[tokio::test]
 async fn revoked_token_is_class_auth_after_the_334_challenge_and_then_replaced() {
+    let _serial = crate::common::shared().await;
     for challenge in [true, false] {
         let ep = TokenEndpoint::start().await;
         let pki = TestPki::new();
@@ -418,6 +423,7 @@ async fn revoked_token_is_class_auth_after_the_334_challenge_and_then_replaced()
 
 #[tokio::test]
 async fn refresh_token_rotation_is_persisted_0600_and_used_after_a_restart() {
+    let _serial = crate::common::shared().await;
     let ep = TokenEndpoint::start().await;
     ep.set_rotate(true);
     let pki = TestPki::new();
@@ -493,6 +499,7 @@ async fn refresh_token_rotation_is_persisted_0600_and_used_after_a_restart() {
 
 #[tokio::test]
 async fn public_client_sends_no_client_secret() {
+    let _serial = crate::common::shared().await;
     let ep = TokenEndpoint::start().await;
     let pki = TestPki::new();
     let smtp = start_smtp(&ep, &pki, true).await;
@@ -515,6 +522,7 @@ async fn public_client_sends_no_client_secret() {
 
 #[tokio::test]
 async fn malformed_timeout_network_and_http_reasons() {
+    let _serial = crate::common::shared().await;
     let ep = TokenEndpoint::start().await;
     let pki = TestPki::new();
     let metrics = Arc::new(Metrics::new());
@@ -581,6 +589,7 @@ async fn malformed_timeout_network_and_http_reasons() {
 /// config (aws-lc-rs), and an untrusted certificate is reason `network`.
 #[tokio::test]
 async fn https_token_endpoint_through_our_rustls_config() {
+    let _serial = crate::common::shared().await;
     let ep = TokenEndpoint::start().await;
     let pki = TestPki::new();
     let acceptor = tokio_rustls::TlsAcceptor::from(pki.pki.server_config().unwrap());
@@ -656,6 +665,7 @@ async fn https_token_endpoint_through_our_rustls_config() {
 /// it, and the next probe gets its result instead of a second request.
 #[tokio::test]
 async fn an_abandoned_wait_does_not_cost_a_second_request() {
+    let _serial = crate::common::shared().await;
     let ep = TokenEndpoint::start().await;
     ep.set_delay(Duration::from_millis(500));
     let pki = TestPki::new();
