@@ -8,10 +8,9 @@
 //! `knot`, which `tests/stack/up.sh` installs).
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,62 +18,32 @@ use serde_json::Value;
 use smtp_canary::audit::{AuditOptions, Auditor, CHECKS, Check, DomainReport, Severity, Target};
 use smtp_canary::config::Provider;
 use smtp_canary::metrics::Metrics;
-use smtp_canary::probe::Resolver;
+use smtp_canary::probe::{Resolver, parse_dns_server};
+
+use crate::support::daemon::{ChildGuard, Daemon, run};
+use crate::support::dns::{responder, soa_query};
+use crate::support::ports::free_udp_and_tcp_port;
+use crate::support::{repo, serial, tool};
 
 /// A knotd serving `tests/audit_zones/` on 127.0.0.1, killed on drop.
 struct Knot {
-    child: Child,
+    _child: ChildGuard,
     addr: SocketAddr,
     dir: tempfile::TempDir,
 }
 
-fn knotd_binary() -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin".into(), "/usr/local/sbin".into()])
-        .map(|d| d.join("knotd"))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "knotd is not installed: these tests need the Debian package `knot` \
-                 (sudo tests/stack/up.sh installs it, or apt-get install knot)"
-            )
-        })
-}
-
-/// A loopback port free for both UDP and TCP right now.
-fn free_port() -> u16 {
-    for _ in 0..50 {
-        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind a UDP socket on loopback");
-        let port = udp.local_addr().expect("local address").port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no loopback port free for both UDP and TCP");
-}
-
-/// A DNS query for `name` SOA, as bytes.
-fn soa_query(id: u16, name: &str) -> Vec<u8> {
-    let mut q = id.to_be_bytes().to_vec();
-    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
-    for label in name.split('.').filter(|l| !l.is_empty()) {
-        q.push(label.len() as u8);
-        q.extend_from_slice(label.as_bytes());
-    }
-    q.extend_from_slice(&[0, 0, 6, 0, 1]);
-    q
-}
-
 impl Knot {
     fn start() -> Knot {
-        let knotd = knotd_binary();
+        let knotd = tool(
+            "knotd",
+            "the Debian package `knot`: sudo tests/stack/up.sh installs it",
+        );
         let dir = tempfile::tempdir().expect("tempdir");
         let zones = dir.path().join("zones");
         for sub in ["zones", "run", "db"] {
             std::fs::create_dir_all(dir.path().join(sub)).expect("create knot dirs");
         }
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/audit_zones");
+        let src = repo().join("tests/audit_zones");
         let mut names = Vec::new();
         for entry in std::fs::read_dir(&src).expect("tests/audit_zones") {
             let path = entry.expect("zone entry").path();
@@ -89,7 +58,7 @@ impl Knot {
             }
         }
         for attempt in 0..5 {
-            let port = free_port();
+            let port = free_udp_and_tcp_port();
             let conf = dir.path().join("knot.conf");
             let zone_list: String = names.iter().map(|z| format!("  - domain: {z}\n")).collect();
             std::fs::write(
@@ -107,23 +76,19 @@ impl Knot {
             )
             .expect("write knot.conf");
             let log_path = dir.path().join(format!("knot-{attempt}.log"));
-            let log = std::fs::File::create(&log_path).expect("knot log");
-            let mut child = Command::new(&knotd)
-                .arg("-c")
-                .arg(&conf)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {}: {e}", knotd.display()));
+            let mut child =
+                ChildGuard::spawn("knotd", Command::new(&knotd).arg("-c").arg(&conf), log_path);
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
             if wait_ready(&mut child, addr) {
-                return Knot { child, addr, dir };
+                return Knot {
+                    _child: child,
+                    addr,
+                    dir,
+                };
             }
-            let _ = child.kill();
-            let _ = child.wait();
             // Another process may have taken the port in between: try another one.
-            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let log = child.log();
+            drop(child);
             eprintln!("knotd attempt {attempt} on port {port} did not come up:\n{log}");
         }
         panic!("knotd did not start on a free loopback port after 5 attempts (see the logs above)");
@@ -135,14 +100,14 @@ impl Knot {
 }
 
 /// Polls with an SOA query for `test.` until knotd answers it (up to 10 s).
-fn wait_ready(child: &mut Child, addr: SocketAddr) -> bool {
+fn wait_ready(child: &mut ChildGuard, addr: SocketAddr) -> bool {
     let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
     sock.set_read_timeout(Some(Duration::from_millis(200)))
         .expect("timeout");
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut id = 1u16;
     while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
+        if child.exited() {
             return false;
         }
         id = id.wrapping_add(1);
@@ -159,55 +124,8 @@ fn wait_ready(child: &mut Child, addr: SocketAddr) -> bool {
     false
 }
 
-impl Drop for Knot {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A UDP (and TCP) DNS server on loopback that answers every query with SERVFAIL, or
-/// (`answer: false`) reads queries and never answers.
-struct Responder {
-    addr: SocketAddr,
-    _udp: tokio::task::JoinHandle<()>,
-    _tcp: tokio::net::TcpListener,
-}
-
-async fn responder(answer: bool) -> Responder {
-    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0")
-        .await
-        .expect("bind UDP");
-    let addr = udp.local_addr().expect("addr");
-    // TCP on the same port accepts into the backlog and never reads: a black hole for
-    // hickory's TCP fallback too, rather than a quick "connection refused".
-    let tcp = tokio::net::TcpListener::bind(addr).await.expect("bind TCP");
-    let task = tokio::spawn(async move {
-        let mut buf = [0u8; 1500];
-        while let Ok((n, peer)) = udp.recv_from(&mut buf).await {
-            if !answer || n < 12 {
-                continue;
-            }
-            // Same id and question, QR=1, RA=1, RCODE=2 (SERVFAIL), no records.
-            let mut reply = buf[..n].to_vec();
-            reply[2] = 0x80 | (buf[2] & 0x01);
-            reply[3] = 0x80 | 2;
-            reply[6..12].fill(0);
-            // Drop any EDNS OPT record from the question copy.
-            reply[10] = 0;
-            reply[11] = 0;
-            let _ = udp.send_to(&reply, peer).await;
-        }
-    });
-    Responder {
-        addr,
-        _udp: task,
-        _tcp: tcp,
-    }
-}
-
 fn auditor(dns: &str, opts: AuditOptions) -> Auditor {
-    let addr = smtp_canary::probe::parse_dns_server(dns).expect("dns server");
+    let addr = parse_dns_server(dns).expect("dns server");
     let resolver = Resolver::new(Some(addr)).expect("resolver");
     Auditor::new(resolver.hickory().clone(), opts)
 }
@@ -341,7 +259,7 @@ fn legacy_config(dir: &Path) -> PathBuf {
 #[tokio::test]
 #[ignore = "needs knotd (tests/stack/up.sh installs it)"]
 async fn every_finding_appears_and_none_for_the_good_domain() {
-    let _serial = crate::common::shared().await;
+    let _serial = serial::shared().await;
     let knot = Knot::start();
     let cases = cases();
     let mut targets: Vec<Target> = cases.iter().map(|(t, _)| t.clone()).collect();
@@ -377,7 +295,7 @@ async fn every_finding_appears_and_none_for_the_good_domain() {
 #[tokio::test]
 #[ignore = "needs knotd (tests/stack/up.sh installs it)"]
 async fn good_domain_details_and_fallback() {
-    let _serial = crate::common::shared().await;
+    let _serial = serial::shared().await;
     let knot = Knot::start();
     let targets = [
         good(),
@@ -432,7 +350,7 @@ async fn good_domain_details_and_fallback() {
 #[tokio::test]
 #[ignore = "needs knotd (tests/stack/up.sh installs it)"]
 async fn nxdomain_is_an_answer_and_servfail_is_not() {
-    let _serial = crate::common::shared().await;
+    let _serial = serial::shared().await;
     let knot = Knot::start();
     let targets = [
         target("gone.test", Generic, &[]),
@@ -474,7 +392,7 @@ fn metrics_text(m: &Metrics) -> String {
 #[tokio::test]
 #[ignore = "needs knotd (tests/stack/up.sh installs it)"]
 async fn servfail_and_timeout_keep_the_last_good_findings() {
-    let _serial = crate::common::shared().await;
+    let _serial = serial::shared().await;
     let knot = Knot::start();
     let metrics = Metrics::new();
     let t = target("pnone.test", Generic, &["s1"]);
@@ -567,7 +485,7 @@ async fn servfail_and_timeout_keep_the_last_good_findings() {
 #[tokio::test]
 #[ignore = "needs knotd (tests/stack/up.sh installs it)"]
 async fn changed_findings_replace_stale_series_but_not_basic_auth() {
-    let _serial = crate::common::shared().await;
+    let _serial = serial::shared().await;
     let knot = Knot::start();
     let metrics = Arc::new(Metrics::new());
     // The OAuth work owns this series; the audit must leave it alone.
@@ -599,17 +517,13 @@ async fn changed_findings_replace_stale_series_but_not_basic_auth() {
 }
 
 fn binary(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_smtp-canary"))
-        .args(args)
-        .env("NO_COLOR", "")
-        .output()
-        .expect("run smtp-canary")
+    run(args, &[("NO_COLOR", "")])
 }
 
 #[test]
 #[ignore = "needs knotd (tests/stack/up.sh installs it)"]
 fn the_binary_prints_the_contract_json() {
-    let _serial = crate::common::shared_blocking();
+    let _serial = serial::shared_blocking();
     let knot = Knot::start();
     let dns = knot.dns();
     let no_config = knot.dir.path().join("absent.yaml");
@@ -749,29 +663,10 @@ fn the_binary_prints_the_contract_json() {
     }
 }
 
-/// GET `path` from 127.0.0.1:`port` (HTTP/1.0, the whole body).
-fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
-    Some(body)
-}
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 #[ignore = "needs knotd (tests/stack/up.sh installs it)"]
 fn the_daemon_exports_the_audit_metrics() {
-    let _serial = crate::common::shared_blocking();
+    let _serial = serial::shared_blocking();
     let knot = Knot::start();
     let dir = knot.dir.path();
     let config = dir.join("daemon.yaml");
@@ -783,28 +678,12 @@ fn the_daemon_exports_the_audit_metrics() {
          dkim_selectors: [ed]\n    - domain: pnone.test\n      dkim_selectors: [s1]\n",
     )
     .expect("write config");
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let state = dir.join("state");
-    let child = Command::new(env!("CARGO_BIN_EXE_smtp-canary"))
-        .args([
-            "--config.file",
-            config.to_str().expect("utf-8"),
-            "--web.listen-address",
-            &listen,
-        ])
-        .args([
-            "--state.dir",
-            state.to_str().expect("utf-8"),
-            "--dns-server",
-            &knot.dns(),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the daemon");
-    let _daemon = Daemon(child);
+    let daemon = Daemon::start(
+        &config,
+        &dir.join("state"),
+        &["--dns-server", &knot.dns()],
+        &[],
+    );
     let want = [
         r#"smtp_canary_audit_success{domain="example.test"} 1"#,
         r#"smtp_canary_audit_success{domain="pnone.test"} 1"#,
@@ -818,7 +697,7 @@ fn the_daemon_exports_the_audit_metrics() {
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut last = String::new();
     while Instant::now() < deadline {
-        if let Some(body) = http_get(port, "/metrics") {
+        if let Some((_, body)) = daemon.get("/metrics") {
             if want.iter().all(|w| body.contains(w)) {
                 let good_findings: Vec<&str> = body
                     .lines()

@@ -10,19 +10,23 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::harness::{BIN, Daemon, metric_value, run};
-use crate::hostile::{HostileServer, Mode, Tls, run_measured};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD as B64, STANDARD_NO_PAD as B64_NO_PAD};
-use smtp_canary::demo::{Pki, ServerHandle, SmtpServer};
+use smtp_canary::demo::ServerHandle;
 
-const USER: &str = "canary@example.com";
+use crate::support::daemon::{ChildGuard, Daemon, Measured, command, run, run_measured};
+use crate::support::exposition::metric_value;
+use crate::support::files::{mkfifo, sparse, write};
+use crate::support::fixtures::{CLIENT_ID, CLIENT_SECRET, USER};
+use crate::support::hostile::{HostileServer, Mode};
+use crate::support::pki::{TestPki, huge_chain_config, start_on};
+use crate::support::token_endpoint::TokenEndpoint;
+use crate::support::{http, ports, serial};
+
 /// Long and unlike any other text, so a leak of any piece of it is unmistakable.
 const PASSWORD: &str = "Pw-7qX2mZ9vL4kR8tB3nH6jF";
-const CLIENT_SECRET: &str = crate::oauth_support::CLIENT_SECRET;
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -61,17 +65,6 @@ fn secrets_of(user: &str, password: &str) -> Vec<String> {
     ]
 }
 
-fn write(path: &Path, text: &str) -> PathBuf {
-    std::fs::write(path, text).expect("write file");
-    path.to_path_buf()
-}
-
-fn mkfifo(path: &Path) {
-    let c = std::ffi::CString::new(path.to_str().expect("utf-8 path")).expect("path");
-    // SAFETY: a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
-}
-
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
@@ -103,39 +96,16 @@ fn expected_class(mode: Mode) -> &'static str {
     }
 }
 
-/// A TLS server config whose chain is `extra` certificates longer than needed.
-fn huge_chain_config(pki: &Pki, extra: usize) -> Arc<rustls::ServerConfig> {
-    let key = rcgen::KeyPair::generate().expect("key");
-    let filler = rcgen::CertificateParams::new(vec!["filler.invalid".to_owned()])
-        .expect("params")
-        .self_signed(&key)
-        .expect("cert");
-    let mut chain = pki.chain();
-    for _ in 0..extra {
-        chain.push(filler.der().clone());
-    }
-    let cfg = rustls::ServerConfig::builder_with_provider(smtp_canary::probe::provider())
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_no_client_auth()
-        .with_single_cert(chain, pki.key())
-        .expect("huge chain config");
-    Arc::new(cfg)
-}
-
 #[test]
 fn every_hostile_server_mode_ends_in_its_class_within_bounds_and_leaks_nothing() {
-    let _serial = crate::common::shared_blocking();
+    let _serial = serial::shared_blocking();
     let rt = runtime();
-    let pki = Pki::generate(&["localhost", "127.0.0.1"]).expect("pki");
-    let tls = Arc::new(Tls {
-        normal: pki.server_config().expect("server config"),
-        huge_chain: huge_chain_config(&pki, 300),
-    });
-    let tokens = rt.block_on(crate::oauth_support::TokenEndpoint::start());
+    let pki = TestPki::new();
+    let tls = huge_chain_config(&pki.pki, 300);
+    let tokens = rt.block_on(TokenEndpoint::start());
     tokens.set_username(USER);
     let dir = tempfile::tempdir().expect("tempdir");
-    let ca = write(&dir.path().join("ca.pem"), &pki.ca_pem());
+    let ca = pki.ca_path();
     let pw_file = write(&dir.path().join("pw"), PASSWORD);
     let cs_file = write(&dir.path().join("cs"), CLIENT_SECRET);
     let mut yaml = String::from("global: {timeout: 4s}\nmailboxes:\n");
@@ -146,7 +116,7 @@ fn every_hostile_server_mode_ends_in_its_class_within_bounds_and_leaks_nothing()
             format!(
                 "    oauth2: {{grant: client_credentials, token_url: '{}', scope: s, client_id: {}, client_secret_file: {}}}\n",
                 tokens.url(),
-                crate::oauth_support::CLIENT_ID,
+                CLIENT_ID,
                 cs_file.display()
             )
         } else {
@@ -173,7 +143,7 @@ fn every_hostile_server_mode_ends_in_its_class_within_bounds_and_leaks_nothing()
     }
     let cfg = write(&dir.path().join("hostile.yaml"), &yaml);
 
-    let results: Vec<(Mode, crate::hostile::Measured)> = std::thread::scope(|scope| {
+    let results: Vec<(Mode, Measured)> = std::thread::scope(|scope| {
         let chunks: Vec<_> = Mode::ALL.chunks(6).collect();
         let handles: Vec<_> = chunks
             .into_iter()
@@ -185,14 +155,13 @@ fn every_hostile_server_mode_ends_in_its_class_within_bounds_and_leaks_nothing()
                         .iter()
                         .map(|mode| {
                             let state = dir.join(format!("state-{}", mode.name()));
-                            let mut cmd = Command::new(BIN);
-                            cmd.args(["probe", &mode.name(), "--format", "json"])
-                                .args(["--log.level", "debug", "--config.file"])
+                            let mut cmd = command(&["probe", &mode.name(), "--format", "json"]);
+                            cmd.args(["--log.level", "debug", "--config.file"])
                                 .arg(cfg)
                                 .arg("--state.dir")
                                 .arg(&state)
                                 .args(["--dns-server", "127.0.0.1:9"]);
-                            (*mode, run_measured(cmd, dir, Duration::from_secs(30)))
+                            (*mode, run_measured(cmd, Duration::from_secs(30)))
                         })
                         .collect::<Vec<_>>()
                 })
@@ -227,8 +196,8 @@ fn every_hostile_server_mode_ends_in_its_class_within_bounds_and_leaks_nothing()
                     .join(" | ")
             ));
         }
-        if m.code != Some(1) {
-            problems.push(format!("{mode:?}: exit {:?}, want 1", m.code));
+        if m.code() != Some(1) {
+            problems.push(format!("{mode:?}: exit {:?}, want 1", m.code()));
         }
         // The probe timeout is 4 s; a parting QUIT adds at most 2 s.
         if m.elapsed > Duration::from_secs(12) {
@@ -253,13 +222,10 @@ fn every_hostile_server_mode_ends_in_its_class_within_bounds_and_leaks_nothing()
 /// probes servers that echo every form of the credentials.
 #[test]
 fn a_daemon_probing_echoing_servers_shows_no_secret_on_the_page_or_in_logs() {
-    let _serial = crate::common::shared_blocking();
+    let _serial = serial::shared_blocking();
     let rt = runtime();
-    let pki = Pki::generate(&["localhost", "127.0.0.1"]).expect("pki");
-    let tls = Arc::new(Tls {
-        normal: pki.server_config().expect("server config"),
-        huge_chain: pki.server_config().expect("server config"),
-    });
+    let pki = TestPki::new();
+    let tls = pki.pki.server_config().expect("server config");
     let dir = tempfile::tempdir().expect("tempdir");
     let pw_file = write(&dir.path().join("pw"), PASSWORD);
     let modes = [
@@ -318,15 +284,12 @@ fn a_daemon_probing_echoing_servers_shows_no_secret_on_the_page_or_in_logs() {
 
 #[test]
 fn files_that_are_not_regular_or_too_large_are_refused_at_once_by_name() {
-    let _serial = crate::common::shared_blocking();
+    let _serial = serial::shared_blocking();
     let dir = tempfile::tempdir().expect("tempdir");
     let fifo = dir.path().join("fifo");
     mkfifo(&fifo);
     let big = dir.path().join("big");
-    // 4 GB, sparse: costs nothing on disk.
-    std::fs::File::create(&big)
-        .and_then(|f| f.set_len(4 << 30))
-        .expect("sparse file");
+    sparse(&big, 4 << 30);
     let ca = write(&dir.path().join("ca.pem"), "-----BEGIN CERTIFICATE-----\n");
     let base = |extra: &str| {
         format!(
@@ -430,7 +393,7 @@ fn demo_config(dir: &Path, interval: &str) -> PathBuf {
 
 #[test]
 fn a_reload_that_meets_a_fifo_fails_fast_and_the_daemon_stays_responsive() {
-    let _serial = crate::common::shared_blocking();
+    let _serial = serial::shared_blocking();
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = demo_config(dir.path(), "1h");
     let mut d = Daemon::start(&cfg, &dir.path().join("state"), &[], &[]);
@@ -468,7 +431,7 @@ fn a_reload_that_meets_a_fifo_fails_fast_and_the_daemon_stays_responsive() {
 
 #[test]
 fn a_state_file_that_is_a_fifo_or_huge_does_not_hang_the_daemon() {
-    let _serial = crate::common::shared_blocking();
+    let _serial = serial::shared_blocking();
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = demo_config(dir.path(), "10s");
     let state = dir.path().join("state");
@@ -492,7 +455,7 @@ fn a_state_file_that_is_a_fifo_or_huge_does_not_hang_the_daemon() {
 
 #[test]
 fn the_state_directory_is_checked_locked_and_never_written_through_a_link() {
-    let _serial = crate::common::shared_blocking();
+    let _serial = serial::shared_blocking();
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = demo_config(dir.path(), "1h");
@@ -524,7 +487,7 @@ fn the_state_directory_is_checked_locked_and_never_written_through_a_link() {
     assert_eq!(mode, 0o700, "an open state dir of ours is fixed");
 
     // A second daemon on the same directory refuses to start.
-    let out = Command::new(BIN)
+    let out = command(&[])
         .arg("--config.file")
         .arg(&cfg)
         .arg("--state.dir")
@@ -540,7 +503,7 @@ fn the_state_directory_is_checked_locked_and_never_written_through_a_link() {
     );
 
     // And `probe` refuses while the daemon holds the ledger.
-    let out = Command::new(BIN)
+    let out = command(&[])
         .args(["probe", "demo-a", "--config.file"])
         .arg(&cfg)
         .arg("--state.dir")
@@ -556,16 +519,10 @@ fn the_state_directory_is_checked_locked_and_never_written_through_a_link() {
     drop(d);
 }
 
-/// A STARTTLS relay that accepts everything, counting messages (the demo server).
-fn counting_relay(rt: &tokio::runtime::Runtime, pki: &Pki) -> ServerHandle {
-    rt.block_on(async {
-        SmtpServer::new()
-            .starttls(pki.server_config().expect("server config"))
-            .users([(USER, PASSWORD)])
-            .start()
-            .await
-            .expect("relay")
-    })
+/// A STARTTLS relay that accepts everything from [`USER`] / [`PASSWORD`], counting
+/// messages (the demo server).
+fn counting_relay(rt: &tokio::runtime::Runtime, pki: &TestPki) -> ServerHandle {
+    start_on(rt, pki.starttls_server().users([(USER, PASSWORD)]))
 }
 
 fn relay_mailbox(
@@ -584,12 +541,12 @@ fn relay_mailbox(
 
 #[test]
 fn the_probe_command_records_its_send_and_respects_the_budget() {
-    let _serial = crate::common::shared_blocking();
+    let _serial = serial::shared_blocking();
     let rt = runtime();
-    let pki = Pki::generate(&["localhost", "127.0.0.1"]).expect("pki");
+    let pki = TestPki::new();
     let relay = counting_relay(&rt, &pki);
     let dir = tempfile::tempdir().expect("tempdir");
-    let ca = write(&dir.path().join("ca.pem"), &pki.ca_pem());
+    let ca = pki.ca_path();
     let cfg = write(
         &dir.path().join("c.yaml"),
         &format!(
@@ -598,14 +555,14 @@ fn the_probe_command_records_its_send_and_respects_the_budget() {
                 "b2",
                 "generic",
                 &relay,
-                &ca,
+                ca,
                 "    budget: {messages_per_day: 2}\n"
             )
         ),
     );
     let state = dir.path().join("state");
     let probe = || {
-        Command::new(BIN)
+        command(&[])
             .args(["probe", "b2", "--config.file"])
             .arg(&cfg)
             .arg("--state.dir")
@@ -627,12 +584,12 @@ fn the_probe_command_records_its_send_and_respects_the_budget() {
 
 #[test]
 fn the_per_minute_share_holds_through_sighup_storms_and_the_probe_command() {
-    let _serial = crate::common::shared_blocking();
+    let _serial = serial::shared_blocking();
     let rt = runtime();
-    let pki = Pki::generate(&["localhost", "127.0.0.1"]).expect("pki");
+    let pki = TestPki::new();
     let relay = counting_relay(&rt, &pki);
     let dir = tempfile::tempdir().expect("tempdir");
-    let ca = write(&dir.path().join("ca.pem"), &pki.ca_pem());
+    let ca = pki.ca_path();
     // microsoft365: 30 messages a minute, of which the canary may use 10% (3).
     let yaml = |interval: u32| {
         format!(
@@ -641,7 +598,7 @@ fn the_per_minute_share_holds_through_sighup_storms_and_the_probe_command() {
                 "m365",
                 "microsoft365",
                 &relay,
-                &ca,
+                ca,
                 &format!("    interval: {interval}s\n    budget: {{messages_per_day: 500}}\n")
             )
         )
@@ -674,7 +631,7 @@ fn the_per_minute_share_holds_through_sighup_storms_and_the_probe_command() {
     );
     drop(d);
     // The probe command meets the same gate, in the same ledger.
-    let out = Command::new(BIN)
+    let out = command(&[])
         .args(["probe", "m365", "--config.file"])
         .arg(&cfg)
         .arg("--state.dir")
@@ -690,13 +647,10 @@ fn the_per_minute_share_holds_through_sighup_storms_and_the_probe_command() {
 
 #[test]
 fn sigterm_always_stops_a_second_one_at_once_and_ready_says_503_meanwhile() {
-    let _serial = crate::common::shared_blocking();
+    let _serial = serial::shared_blocking();
     let rt = runtime();
-    let pki = Pki::generate(&["localhost", "127.0.0.1"]).expect("pki");
-    let tls = Arc::new(Tls {
-        normal: pki.server_config().expect("server config"),
-        huge_chain: pki.server_config().expect("server config"),
-    });
+    let pki = TestPki::new();
+    let tls = pki.pki.server_config().expect("server config");
     let silent = HostileServer::start(&rt, Mode::SilentGreeting, tls);
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = write(
@@ -726,11 +680,11 @@ fn sigterm_always_stops_a_second_one_at_once_and_ready_says_503_meanwhile() {
 
 #[test]
 fn usage_and_config_mistakes_are_reported_well() {
-    let _serial = crate::common::shared_blocking();
+    let _serial = serial::shared_blocking();
     // A malformed listen address is a usage error.
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = demo_config(dir.path(), "1h");
-    let out = Command::new(BIN)
+    let out = command(&[])
         .arg("--config.file")
         .arg(&cfg)
         .args(["--web.listen-address", "127.0.0.1:notaport"])
@@ -742,24 +696,19 @@ fn usage_and_config_mistakes_are_reported_well() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--web.listen-address"));
 
     // `:0` logs the port it really got.
-    let log_path = dir.path().join("s2.log");
-    let mut child = Command::new(BIN)
-        .arg("--config.file")
-        .arg(&cfg)
-        .args([
-            "--web.listen-address",
-            "127.0.0.1:0",
-            "--dns-server",
-            "127.0.0.1:9",
-        ])
-        .arg("--state.dir")
-        .arg(dir.path().join("s2"))
-        .stderr(std::fs::File::create(&log_path).expect("log"))
-        .spawn()
-        .expect("daemon");
+    let child = ChildGuard::spawn(
+        "smtp-canary daemon",
+        command(&["--web.listen-address", "127.0.0.1:0"])
+            .args(["--dns-server", ports::DEAD_DNS])
+            .arg("--config.file")
+            .arg(&cfg)
+            .arg("--state.dir")
+            .arg(dir.path().join("s2")),
+        dir.path().join("s2.log"),
+    );
     let t = Instant::now();
     let port = loop {
-        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let log = child.log();
         if let Some(p) = log
             .split("address=")
             .nth(1)
@@ -773,9 +722,8 @@ fn usage_and_config_mistakes_are_reported_well() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_ne!(port, 0);
-    assert!(crate::harness::http("GET", &format!("127.0.0.1:{port}"), "/-/healthy").is_some());
-    let _ = child.kill();
-    let _ = child.wait();
+    assert!(http::get(ports::loopback(port), "/-/healthy").is_ok());
+    drop(child);
 
     // A quoted 'yes' is not a boolean, and one bad value hides none of the others.
     let bad = write(
@@ -820,13 +768,13 @@ fn usage_and_config_mistakes_are_reported_well() {
 #[test]
 #[ignore = "needs root (mounts a tmpfs); run by scripts/test-all.sh"]
 fn kill9_cycles_on_a_full_then_read_only_state_dir_never_over_send() {
-    let _serial = crate::common::shared_blocking();
+    let _serial = serial::shared_blocking();
     assert!(is_root(), "this fault test mounts a tmpfs: run it as root");
     let rt = runtime();
-    let pki = Pki::generate(&["localhost", "127.0.0.1"]).expect("pki");
+    let pki = TestPki::new();
     let relay = counting_relay(&rt, &pki);
     let dir = tempfile::tempdir().expect("tempdir");
-    let ca = write(&dir.path().join("ca.pem"), &pki.ca_pem());
+    let ca = pki.ca_path();
     let cfg = write(
         &dir.path().join("c.yaml"),
         &format!(
@@ -835,7 +783,7 @@ fn kill9_cycles_on_a_full_then_read_only_state_dir_never_over_send() {
                 "b2",
                 "generic",
                 &relay,
-                &ca,
+                ca,
                 "    budget: {messages_per_day: 2}\n"
             )
         ),
@@ -926,7 +874,7 @@ fn kill9_cycles_on_a_full_then_read_only_state_dir_never_over_send() {
 #[test]
 #[ignore = "needs root (chown); run by scripts/test-all.sh"]
 fn a_state_dir_owned_by_another_user_is_refused() {
-    let _serial = crate::common::shared_blocking();
+    let _serial = serial::shared_blocking();
     assert!(is_root(), "this test chowns a directory: run it as root");
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = demo_config(dir.path(), "1h");
@@ -938,7 +886,7 @@ fn a_state_dir_owned_by_another_user_is_refused() {
         .status()
         .expect("chown");
     assert!(st.success());
-    let out = Command::new(BIN)
+    let out = command(&[])
         .arg("--config.file")
         .arg(&cfg)
         .arg("--state.dir")

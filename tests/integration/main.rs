@@ -3,20 +3,12 @@
 //!
 //! The hermetic tests run under plain `cargo test`. The `#[ignore]`d ones need root, a
 //! tool or the mail stack; `scripts/test-all.sh` runs them by module, e.g.
-//! `cargo test --test integration -- --ignored stack_integration::`.
+//! `cargo test --test integration -- --ignored stack_integration::`. The helpers they
+//! share are in `tests/support/`; [`support::serial`] keeps timing-sensitive tests from
+//! interfering with their neighbours.
 
-#[path = "../common/mod.rs"]
-mod common;
-#[path = "../deploy_support/mod.rs"]
-mod deploy_support;
-#[path = "../harness/mod.rs"]
-mod harness;
-#[path = "../hostile/mod.rs"]
-mod hostile;
-#[path = "../oauth_support/mod.rs"]
-mod oauth_support;
-#[path = "../stack_support/mod.rs"]
-mod stack_support;
+#[path = "../support/mod.rs"]
+mod support;
 
 mod audit_knot;
 mod cli;

@@ -4,19 +4,32 @@
 //! through our own rustls config.
 
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::oauth_support::*;
-use smtp_canary::auth::{CacheOptions, CredentialSource, TokenCache, TokenClient, TokenProvider};
+use smtp_canary::auth::{CacheOptions, TokenCache, TokenClient, TokenProvider};
 use smtp_canary::classify::Class;
-use smtp_canary::config::Mailbox;
+use smtp_canary::config::{Mailbox, OAuth2};
 use smtp_canary::metrics::Metrics;
-use smtp_canary::probe::{Phase, ProbeResult};
+use smtp_canary::probe::{Phase, ProbeResult, TlsTrust, provider};
 
-async fn probe(mb: &Mailbox, cache: &Arc<TokenCache>) -> ProbeResult {
-    let source = CredentialSource::OAuth(cache.clone());
-    prober().probe_with_source(mb, &template(mb), &source).await
+use crate::support::exposition;
+use crate::support::fixtures::{
+    AADSTS7000222, CLIENT_ID, CLIENT_SECRET, SCOPE, USER, client_credentials, has_phase, oauth_of,
+    probe_oauth as probe, refresh_grant, token_cache as cache,
+};
+use crate::support::pki::TestPki;
+use crate::support::ports::free_port;
+use crate::support::serial;
+use crate::support::token_endpoint::{Mode, TokenEndpoint};
+
+fn mailbox(name: &str, port: u16, ca: &Path, oauth: OAuth2) -> Mailbox {
+    crate::support::fixtures::mailbox(name, port)
+        .ca(ca)
+        .oauth(oauth)
+        .timeout(Duration::from_secs(10))
+        .build()
 }
 
 fn ok(r: &ProbeResult) {
@@ -29,23 +42,16 @@ fn ok(r: &ProbeResult) {
     assert_eq!(r.mechanism.map(|m| m.as_str()), Some("XOAUTH2"));
 }
 
-fn has_phase(r: &ProbeResult, p: Phase) -> bool {
-    r.phases.iter().any(|(q, _)| *q == p)
-}
-
 fn metric_line(m: &Metrics, starts: &str) -> Option<String> {
-    m.render()
-        .lines()
-        .find(|l| l.starts_with(starts))
-        .map(str::to_owned)
+    exposition::metric_line(&m.render(), starts)
 }
 
 #[tokio::test]
 async fn n_probes_within_a_tokens_life_make_one_request() {
-    let _serial = crate::common::shared().await;
+    let _serial = serial::shared().await;
     let ep = TokenEndpoint::start().await;
     let pki = TestPki::new();
-    let smtp = start_smtp(&ep, &pki, true).await;
+    let smtp = ep.start_smtp(&pki, true).await;
     let mb = mailbox(
         "n-probes",
         smtp.local_addr().port(),
@@ -122,11 +128,11 @@ async fn n_probes_within_a_tokens_life_make_one_request() {
 
 #[tokio::test]
 async fn expiry_makes_exactly_one_refresh() {
-    let _serial = crate::common::exclusive().await;
+    let _serial = serial::exclusive().await;
     let ep = TokenEndpoint::start().await;
     ep.set_lifetime(2); // reused for 80% of its life: 1.6 s
     let pki = TestPki::new();
-    let smtp = start_smtp(&ep, &pki, true).await;
+    let smtp = ep.start_smtp(&pki, true).await;
     let mb = mailbox(
         "expiry",
         smtp.local_addr().port(),
@@ -166,11 +172,11 @@ async fn expiry_makes_exactly_one_refresh() {
 /// it while the failure is counted; once it expires, the probe fails as `oauth_token`.
 #[tokio::test]
 async fn a_failed_refresh_keeps_a_still_valid_token() {
-    let _serial = crate::common::exclusive().await;
+    let _serial = serial::exclusive().await;
     let ep = TokenEndpoint::start().await;
     ep.set_lifetime(4); // reused for 3.2 s, usable until 3.6 s (a tenth of its life left)
     let pki = TestPki::new();
-    let smtp = start_smtp(&ep, &pki, true).await;
+    let smtp = ep.start_smtp(&pki, true).await;
     let mb = mailbox(
         "refresh-fails",
         smtp.local_addr().port(),
@@ -215,11 +221,11 @@ async fn a_failed_refresh_keeps_a_still_valid_token() {
 
 #[tokio::test]
 async fn concurrent_probes_share_one_request() {
-    let _serial = crate::common::shared().await;
+    let _serial = serial::shared().await;
     let ep = TokenEndpoint::start().await;
     ep.set_delay(Duration::from_millis(400));
     let pki = TestPki::new();
-    let smtp = start_smtp(&ep, &pki, true).await;
+    let smtp = ep.start_smtp(&pki, true).await;
     let mb = Arc::new(mailbox(
         "concurrent",
         smtp.local_addr().port(),
@@ -256,7 +262,7 @@ async fn concurrent_probes_share_one_request() {
 
 #[tokio::test]
 async fn invalid_client_is_class_oauth_token_with_the_description() {
-    let _serial = crate::common::shared().await;
+    let _serial = serial::shared().await;
     let ep = TokenEndpoint::start().await;
     let body = serde_json::json!({"error": "invalid_client", "error_description": AADSTS7000222, "error_codes": [7000222]});
     ep.set_mode(Mode::Fail {
@@ -264,7 +270,7 @@ async fn invalid_client_is_class_oauth_token_with_the_description() {
         body: body.to_string(),
     });
     let pki = TestPki::new();
-    let smtp = start_smtp(&ep, &pki, true).await;
+    let smtp = ep.start_smtp(&pki, true).await;
     let mb = mailbox(
         "expired-secret",
         smtp.local_addr().port(),
@@ -315,14 +321,14 @@ async fn invalid_client_is_class_oauth_token_with_the_description() {
 
 #[tokio::test]
 async fn backoff_doubles_and_a_fixed_endpoint_recovers() {
-    let _serial = crate::common::exclusive().await;
+    let _serial = serial::exclusive().await;
     let ep = TokenEndpoint::start().await;
     ep.set_mode(Mode::Fail {
         status: 503,
         body: "{}".into(),
     });
     let pki = TestPki::new();
-    let smtp = start_smtp(&ep, &pki, true).await;
+    let smtp = ep.start_smtp(&pki, true).await;
     let mb = mailbox(
         "backoff",
         smtp.local_addr().port(),
@@ -367,11 +373,11 @@ async fn backoff_doubles_and_a_fixed_endpoint_recovers() {
 
 #[tokio::test]
 async fn revoked_token_is_class_auth_after_the_334_challenge_and_then_replaced() {
-    let _serial = crate::common::shared().await;
+    let _serial = serial::shared().await;
     for challenge in [true, false] {
         let ep = TokenEndpoint::start().await;
         let pki = TestPki::new();
-        let smtp = start_smtp(&ep, &pki, challenge).await;
+        let smtp = ep.start_smtp(&pki, challenge).await;
         let mb = mailbox(
             "revoked",
             smtp.local_addr().port(),
@@ -423,11 +429,11 @@ async fn revoked_token_is_class_auth_after_the_334_challenge_and_then_replaced()
 
 #[tokio::test]
 async fn refresh_token_rotation_is_persisted_0600_and_used_after_a_restart() {
-    let _serial = crate::common::shared().await;
+    let _serial = serial::shared().await;
     let ep = TokenEndpoint::start().await;
     ep.set_rotate(true);
     let pki = TestPki::new();
-    let smtp = start_smtp(&ep, &pki, true).await;
+    let smtp = ep.start_smtp(&pki, true).await;
     let state = tempfile::tempdir().unwrap();
     let configured = "rt-configured-0123456789abcdef";
     let mb = mailbox(
@@ -499,10 +505,10 @@ async fn refresh_token_rotation_is_persisted_0600_and_used_after_a_restart() {
 
 #[tokio::test]
 async fn public_client_sends_no_client_secret() {
-    let _serial = crate::common::shared().await;
+    let _serial = serial::shared().await;
     let ep = TokenEndpoint::start().await;
     let pki = TestPki::new();
-    let smtp = start_smtp(&ep, &pki, true).await;
+    let smtp = ep.start_smtp(&pki, true).await;
     let mb = mailbox(
         "public",
         smtp.local_addr().port(),
@@ -522,7 +528,7 @@ async fn public_client_sends_no_client_secret() {
 
 #[tokio::test]
 async fn malformed_timeout_network_and_http_reasons() {
-    let _serial = crate::common::shared().await;
+    let _serial = serial::shared().await;
     let ep = TokenEndpoint::start().await;
     let pki = TestPki::new();
     let metrics = Arc::new(Metrics::new());
@@ -532,14 +538,12 @@ async fn malformed_timeout_network_and_http_reasons() {
     };
     let reason_of = |name: &str, url: &str, client: TokenClient| {
         let mb = mailbox(name, 9, pki.ca_path(), client_credentials(url));
-        let smtp_canary::config::AuthConfig::OAuth2 { username, oauth } = &mb.auth else {
-            unreachable!()
-        };
+        let (username, oauth) = oauth_of(&mb);
         let cache = TokenCache::new(&mb.name, username, oauth, client, &opts).unwrap();
         async move { cache.token().await.map(|_| ()).unwrap_err() }
     };
     let tls = || {
-        smtp_canary::probe::TlsTrust::new()
+        TlsTrust::new()
             .client_config(None)
             .map(|c| (*c).clone())
             .unwrap()
@@ -589,7 +593,7 @@ async fn malformed_timeout_network_and_http_reasons() {
 /// config (aws-lc-rs), and an untrusted certificate is reason `network`.
 #[tokio::test]
 async fn https_token_endpoint_through_our_rustls_config() {
-    let _serial = crate::common::shared().await;
+    let _serial = serial::shared().await;
     let ep = TokenEndpoint::start().await;
     let pki = TestPki::new();
     let acceptor = tokio_rustls::TlsAcceptor::from(pki.pki.server_config().unwrap());
@@ -618,15 +622,13 @@ async fn https_token_endpoint_through_our_rustls_config() {
         "https://localhost:{}/contoso.onmicrosoft.com/oauth2/v2.0/token",
         tls_addr.port()
     );
-    let trusting = rustls::ClientConfig::builder_with_provider(smtp_canary::probe::provider())
+    let trusting = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(pki.pki.ca().root_store())
         .with_no_client_auth();
     let mb = mailbox("https", 9, pki.ca_path(), client_credentials(&url));
-    let smtp_canary::config::AuthConfig::OAuth2 { username, oauth } = &mb.auth else {
-        unreachable!()
-    };
+    let (username, oauth) = oauth_of(&mb);
     let cache = TokenCache::new(
         "https",
         username,
@@ -643,7 +645,7 @@ async fn https_token_endpoint_through_our_rustls_config() {
     );
 
     // The system roots do not know the throwaway CA.
-    let untrusting = TokenClient::new(&smtp_canary::probe::TlsTrust::new()).unwrap();
+    let untrusting = TokenClient::new(&TlsTrust::new()).unwrap();
     let cache = TokenCache::new(
         "https2",
         username,
@@ -665,7 +667,7 @@ async fn https_token_endpoint_through_our_rustls_config() {
 /// it, and the next probe gets its result instead of a second request.
 #[tokio::test]
 async fn an_abandoned_wait_does_not_cost_a_second_request() {
-    let _serial = crate::common::shared().await;
+    let _serial = serial::shared().await;
     let ep = TokenEndpoint::start().await;
     ep.set_delay(Duration::from_millis(500));
     let pki = TestPki::new();

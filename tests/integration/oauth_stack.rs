@@ -6,102 +6,54 @@
 //!
 //! Every test is `#[ignore]`d (a plain `cargo test` stays hermetic) and run by
 //! `scripts/test-all.sh` as `cargo test --test integration -- --ignored oauth_stack::`. Without a
-//! running stack (`$STACK_ROOT/run/stack.env`) they panic; they never skip. Only this
-//! test binary may listen on the introspection port.
+//! running stack (`$STACK_ROOT/run/stack.env`) they panic; they never skip. The endpoint on the
+//! introspection port is one per process (`Stack::token_endpoint`), shared with
+//! `dashboards_live`.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::net::IpAddr;
+use std::path::Path;
 use std::time::Duration;
 
-use crate::oauth_support::*;
-use smtp_canary::auth::{CacheOptions, CredentialSource, TokenCache, TokenProvider};
+use smtp_canary::auth::{CacheOptions, TokenProvider};
 use smtp_canary::classify::Class;
 use smtp_canary::config::{AuthConfig, Mailbox};
-use smtp_canary::probe::{Phase, ProbeResult};
+use smtp_canary::probe::Phase;
 
-struct Stack {
-    vars: HashMap<String, String>,
-}
+use crate::support::daemon::run_within;
+use crate::support::fixtures::{
+    CLIENT_ID, CLIENT_SECRET, SCOPE, client_credentials, mailbox, probe_oauth as probe,
+    token_cache as cache,
+};
+use crate::support::ports::fresh_source;
+use crate::support::serial;
+use crate::support::stack::Stack;
+use crate::support::token_endpoint::TokenEndpoint;
 
-impl Stack {
-    fn get() -> &'static Stack {
-        static STACK: OnceLock<Stack> = OnceLock::new();
-        STACK.get_or_init(|| {
-            let root =
-                std::env::var("STACK_ROOT").unwrap_or_else(|_| "/var/tmp/smtp-canary-stack".into());
-            let file = Path::new(&root).join("run/stack.env");
-            let text = std::fs::read_to_string(&file).unwrap_or_else(|e| {
-                panic!(
-                    "\n\n*** THE MAIL STACK IS NOT RUNNING ***\ncannot read {} ({e}).\n\
-                     These tests need the real Postfix/Dovecot stack with XOAUTH2.\n\
-                     Start it as root: sudo tests/stack/up.sh (see tests/stack/README.md),\n\
-                     or run everything: sudo scripts/test-all.sh\n",
-                    file.display()
-                )
-            });
-            let vars: HashMap<String, String> = text
-                .lines()
-                .filter_map(|l| l.split_once('='))
-                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-                .collect();
-            assert_eq!(
-                vars.get("STACK_OAUTH2").map(String::as_str),
-                Some("1"),
-                "the stack runs without XOAUTH2 (STACK_OAUTH2=0); restart it with STACK_OAUTH2=1"
-            );
-            Stack { vars }
-        })
-    }
+/// Source addresses of these tests: 127.77.y.z.
+const SRC: std::ops::Range<u8> = 77..78;
 
-    fn var(&self, k: &str) -> &str {
-        self.vars
-            .get(k)
-            .unwrap_or_else(|| panic!("{k} missing from stack.env"))
-    }
-
-    fn user(&self) -> &str {
-        self.var("STACK_USER")
-    }
-}
-
-/// The token endpoint on the stack's introspection address, shared by every test here.
+/// The token endpoint on the stack's introspection address.
 fn endpoint() -> &'static TokenEndpoint {
-    static EP: OnceLock<TokenEndpoint> = OnceLock::new();
-    EP.get_or_init(|| {
-        let url = Stack::get().var("STACK_OAUTH2_INTROSPECT_URL");
-        let hostport = url
-            .strip_prefix("http://")
-            .and_then(|r| r.split('/').next())
-            .unwrap_or_else(|| panic!("unexpected STACK_OAUTH2_INTROSPECT_URL {url}"));
-        let addr: SocketAddr = hostport.parse().expect("introspection address");
-        let ep = TokenEndpoint::start_detached(addr);
-        ep.set_username(Stack::get().user());
-        ep
-    })
+    Stack::get().token_endpoint()
 }
 
 /// A fresh loopback source address per test: Postfix's anvil limits count per client IP.
 fn source_address() -> IpAddr {
-    IpAddr::from([127, 77, rand::random::<u8>(), rand::random::<u8>().max(1)])
+    IpAddr::V4(fresh_source(SRC))
 }
 
 /// An XOAUTH2 mailbox on the stack's submission port; its token URL path is `path`.
 fn stack_mailbox(name: &str, path: &str) -> Mailbox {
     let s = Stack::get();
     let url = format!("http://{}{path}", endpoint().addr());
-    let port: u16 = s.var("STACK_SMTP_PORT").parse().unwrap();
-    let mut mb = mailbox(
-        name,
-        port,
-        Path::new(s.var("STACK_CA_FILE")),
-        client_credentials(&url),
-    );
+    let mut mb = mailbox(name, s.smtp_port())
+        .ca(Path::new(s.ca_file()))
+        .oauth(client_credentials(&url))
+        .build();
     if let AuthConfig::OAuth2 { username, .. } = &mut mb.auth {
         *username = s.user().to_owned();
     }
-    mb.host = s.var("STACK_HOST").to_owned();
+    mb.host = s.host().to_owned();
     mb.from = s.user().to_owned();
     mb.to = vec![s.user().to_owned()];
     // Above Dovecot's ~2 s failure delay, below the prober's 20 s AUTH cap.
@@ -110,42 +62,17 @@ fn stack_mailbox(name: &str, path: &str) -> Mailbox {
     mb
 }
 
-async fn probe(mb: &Mailbox, cache: &Arc<TokenCache>) -> ProbeResult {
-    let source = CredentialSource::OAuth(cache.clone());
-    prober().probe_with_source(mb, &template(mb), &source).await
-}
-
-fn delivered_files(message_id: &str) -> Vec<PathBuf> {
-    let dir = Path::new(Stack::get().var("STACK_MAILDIR")).join("new");
-    let id = message_id.trim_matches(|c| c == '<' || c == '>');
-    std::fs::read_dir(&dir)
-        .map(|rd| {
-            rd.filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains(id)))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Polls the Maildir: delivery happens just after Postfix's 250.
-async fn wait_delivered(message_id: &str) -> PathBuf {
-    for _ in 0..100 {
-        if let Some(p) = delivered_files(message_id).pop() {
-            return p;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!(
-        "message {message_id} not delivered to {}",
-        Stack::get().var("STACK_MAILDIR")
-    );
+fn wait_delivered(message_id: &str) -> String {
+    Stack::get()
+        .wait_for_message_id(message_id, Duration::from_secs(10))
+        .1
 }
 
 #[tokio::test]
 #[ignore = "needs the mail stack"]
 async fn xoauth2_through_postfix_and_dovecot_delivers_with_one_token_request() {
-    let _serial = crate::common::shared().await;
+    let _serial = serial::shared().await;
     let ep = endpoint();
     let path = "/t/deliver/oauth2/v2.0/token";
     let mb = stack_mailbox("stack-oauth-deliver", path);
@@ -159,12 +86,10 @@ async fn xoauth2_through_postfix_and_dovecot_delivers_with_one_token_request() {
             r.phases.iter().any(|(p, _)| *p == Phase::OauthToken),
             i == 0
         );
-        let file = wait_delivered(r.message_id.as_deref().unwrap()).await;
-        let text = std::fs::read_to_string(&file).unwrap();
+        let text = wait_delivered(r.message_id.as_deref().unwrap());
         assert!(
             text.contains("DKIM-Signature:"),
-            "signed by OpenDKIM: {}",
-            file.display()
+            "signed by OpenDKIM: {text}"
         );
     }
     assert_eq!(
@@ -179,7 +104,7 @@ async fn xoauth2_through_postfix_and_dovecot_delivers_with_one_token_request() {
 #[tokio::test]
 #[ignore = "needs the mail stack"]
 async fn revoked_token_through_dovecot_is_class_auth_then_replaced() {
-    let _serial = crate::common::shared().await;
+    let _serial = serial::shared().await;
     let ep = endpoint();
     let path = "/t/revoked/oauth2/v2.0/token";
     let mb = stack_mailbox("stack-oauth-revoked", path);
@@ -222,7 +147,7 @@ async fn revoked_token_through_dovecot_is_class_auth_then_replaced() {
 #[tokio::test]
 #[ignore = "needs the mail stack"]
 async fn the_binary_probes_the_stack_with_xoauth2() {
-    let _serial = crate::common::shared().await;
+    let _serial = serial::shared().await;
     let ep = endpoint();
     let s = Stack::get();
     let path = "/t/binary/oauth2/v2.0/token";
@@ -248,45 +173,40 @@ async fn the_binary_probes_the_stack_with_xoauth2() {
       client_id: {CLIENT_ID}
       client_secret_env: OAUTH_STACK_SECRET
 ",
-            host = s.var("STACK_HOST"),
-            port = s.var("STACK_SMTP_PORT"),
-            ca = s.var("STACK_CA_FILE"),
+            host = s.host(),
+            port = s.smtp_port(),
+            ca = s.ca_file(),
             src = source_address(),
             user = s.user(),
             ep = ep.addr(),
         ),
     )
     .unwrap();
-    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_smtp-canary"));
-    c.args([
-        "probe",
-        "stack-oauth-binary",
-        "--format",
-        "json",
-        "--log.level",
-        "debug",
-        "--config.file",
-    ])
-    .arg(&cfg)
-    .arg("--state.dir")
-    .arg(dir.path().join("state"))
-    .env("OAUTH_STACK_SECRET", CLIENT_SECRET)
-    .kill_on_drop(true);
-    let o = tokio::time::timeout(Duration::from_secs(60), c.output())
-        .await
-        .expect("in time")
-        .expect("run");
-    let out = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
+    let state = dir.path().join("state");
+    let o = run_within(
+        &[
+            "probe",
+            "stack-oauth-binary",
+            "--format",
+            "json",
+            "--log.level",
+            "debug",
+            "--config.file",
+            cfg.to_str().unwrap(),
+            "--state.dir",
+            state.to_str().unwrap(),
+        ],
+        &[("OAUTH_STACK_SECRET", CLIENT_SECRET)],
+        Duration::from_secs(60),
     );
-    assert_eq!(o.status.code(), Some(0), "{out}");
-    let json: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    assert!(!o.killed, "the probe finished in time");
+    let out = o.text();
+    assert_eq!(o.code(), Some(0), "{out}");
+    let json: serde_json::Value = serde_json::from_str(&o.stdout).expect("JSON");
     assert_eq!(json["success"], true);
     assert_eq!(json["auth_mechanism"], "XOAUTH2");
     assert!(json["phases"]["oauth_token"].is_number());
-    wait_delivered(json["message_id"].as_str().unwrap()).await;
+    wait_delivered(json["message_id"].as_str().unwrap());
     assert_eq!(ep.requests_to(path), 1);
     assert!(!out.contains(CLIENT_SECRET));
     for t in ep.issued() {

@@ -8,12 +8,41 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use smtp_canary::classify::Class;
-use smtp_canary::config::{Mechanism, Provider, Security};
-use smtp_canary::demo::Pki;
-use smtp_canary::demo::server::{Action, Mechanism as ServerMechanism, Script, Stage};
-use smtp_canary::probe::{Phase, ProbeResult};
+use smtp_canary::config::{Mailbox, Mechanism, Provider, Security};
+use smtp_canary::demo::server::{
+    Action, Mechanism as ServerMechanism, Script, ServerHandle, Stage,
+};
+use smtp_canary::demo::{Pki, SmtpServer};
+use smtp_canary::probe::{Phase, ProbeResult, Prober};
 
-use crate::common::*;
+use crate::support::dns::nxdomain_responder;
+use crate::support::fixtures::{
+    FROM, PASSWORD, TO, USER, assert_failure, assert_success, describe, mailbox, ms, phase_names,
+    probe, probe_timed, probe_timed_with, prober, prober_with_dns,
+};
+use crate::support::pki::TestPki;
+use crate::support::ports::closed_port;
+use crate::support::relay::counting_proxy;
+use crate::support::serial;
+
+fn mailbox_at(name: &str, port: u16, security: Security, ca: &std::path::Path) -> Mailbox {
+    mailbox(name, port)
+        .with(|m| m.security = security)
+        .ca(ca)
+        .build()
+}
+
+fn mailbox_with(
+    name: &str,
+    server: &ServerHandle,
+    pki: &TestPki,
+    f: impl FnOnce(&mut Mailbox),
+) -> Mailbox {
+    mailbox(name, server.local_addr().port())
+        .ca(pki.ca_path())
+        .with(f)
+        .build()
+}
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -22,7 +51,7 @@ const MS: Duration = Duration::from_millis(1);
 // ---------------------------------------------------------------------------------------
 
 /// What every successful STARTTLS probe must show, whatever the mechanism.
-fn check_delivered(r: &ProbeResult, server: &smtp_canary::demo::ServerHandle, mailbox: &str) {
+fn check_delivered(r: &ProbeResult, server: &ServerHandle, mailbox: &str) {
     assert_success(r);
     assert_eq!(
         phase_names(r),
@@ -113,7 +142,7 @@ fn check_delivered(r: &ProbeResult, server: &smtp_canary::demo::ServerHandle, ma
 
 #[tokio::test]
 async fn happy_path_starttls_auth_plain() {
-    let _g = shared().await;
+    let _serial = serial::shared().await;
     let pki = TestPki::new();
     let server = pki.start(Script::new()).await;
     let mb = mailbox_with("canary-plain", &server, &pki, |mb| {
@@ -131,7 +160,7 @@ async fn happy_path_starttls_auth_plain() {
 
 #[tokio::test]
 async fn happy_path_server_offers_only_plain() {
-    let _g = shared().await;
+    let _serial = serial::shared().await;
     let pki = TestPki::new();
     let server = pki
         .starttls_server()
@@ -147,7 +176,7 @@ async fn happy_path_server_offers_only_plain() {
 
 #[tokio::test]
 async fn happy_path_starttls_auth_login() {
-    let _g = shared().await;
+    let _serial = serial::shared().await;
     let pki = TestPki::new();
     let server = pki.start(Script::new()).await;
     let mb = mailbox_with("canary-login", &server, &pki, |mb| {
@@ -171,7 +200,7 @@ async fn happy_path_starttls_auth_login() {
 
 #[tokio::test]
 async fn implicit_tls_has_a_tls_phase() {
-    let _g = shared().await;
+    let _serial = serial::shared().await;
     let pki = TestPki::new();
     let server = pki.implicit_server().start().await.unwrap();
     let mut mb = mailbox_with("canary-465", &server, &pki, |_| {});
@@ -204,10 +233,7 @@ async fn implicit_tls_has_a_tls_phase() {
 // ---------------------------------------------------------------------------------------
 
 /// A STARTTLS server with `script`, probed once by a mailbox of `provider`.
-async fn scripted(
-    script: Script,
-    provider: Provider,
-) -> (ProbeResult, smtp_canary::demo::ServerHandle) {
+async fn scripted(script: Script, provider: Provider) -> (ProbeResult, ServerHandle) {
     let pki = TestPki::new();
     let server = pki.start(script).await;
     let mb = mailbox_with("canary", &server, &pki, |mb| mb.provider = provider);
@@ -217,9 +243,9 @@ async fn scripted(
 
 #[tokio::test]
 async fn class_dns_nxdomain() {
-    let _g = shared().await;
+    let _serial = serial::shared().await;
     let (dns, answered, _task) = nxdomain_responder().await;
-    let mut mb = mailbox(
+    let mut mb = mailbox_at(
         "canary-dns",
         25,
         Security::Starttls,
@@ -240,8 +266,8 @@ async fn class_dns_nxdomain() {
 
 #[tokio::test]
 async fn class_connect_refused() {
-    let _g = shared().await;
-    let mb = mailbox(
+    let _serial = serial::shared().await;
+    let mb = mailbox_at(
         "canary-refused",
         closed_port(),
         Security::Starttls,
@@ -254,7 +280,7 @@ async fn class_connect_refused() {
 
 #[tokio::test]
 async fn class_timeout_silent_greeting() {
-    let _g = shared().await;
+    let _serial = serial::shared().await;
     let pki = TestPki::new();
     let server = pki
         .start(Script::new().on(Stage::Greeting, Action::Silent))
@@ -268,14 +294,14 @@ async fn class_timeout_silent_greeting() {
 
 #[tokio::test]
 async fn class_tls_starttls_not_offered() {
-    let _g = shared().await;
+    let _serial = serial::shared().await;
     let (r, _server) = scripted(Script::new().without_starttls(), Provider::Generic).await;
     assert_failure(&r, Class::Tls, Phase::Starttls, "");
 }
 
 #[tokio::test]
 async fn class_tls_starttls_refused_454() {
-    let _g = shared().await;
+    let _serial = serial::shared().await;
     let (r, server) = scripted(
         Script::new().on(
             Stage::Starttls,
@@ -295,10 +321,10 @@ async fn class_tls_starttls_refused_454() {
 
 #[tokio::test]
 async fn class_tls_untrusted_ca() {
-    let _g = shared().await;
+    let _serial = serial::shared().await;
     let pki = TestPki::new();
     let rogue = Pki::generate(&["localhost", "127.0.0.1"]).unwrap();
-    let server = smtp_canary::demo::SmtpServer::new()
+    let server = SmtpServer::new()
         .starttls(rogue.server_config().unwrap())
         .start()
         .await
@@ -315,7 +341,7 @@ async fn class_tls_untrusted_ca() {
 
 #[tokio::test]
 async fn class_tls_wrong_name() {
-    let _g = shared().await;
+    let _serial = serial::shared().await;
     let pki = TestPki::new();
     let server = pki.start(Script::new()).await;
     let mb = mailbox_with("canary-wrong-name", &server, &pki, |mb| {
@@ -334,7 +360,7 @@ async fn class_tls_wrong_name() {
 
 #[tokio::test]
 async fn class_network_reset_at_data_end() {
-    let _g = shared().await;
+    let _serial = serial::shared().await;
     let (r, server) = scripted(
         Script::new().on(Stage::DataEnd, Action::Reset),
         Provider::Generic,
@@ -348,7 +374,7 @@ async fn class_network_reset_at_data_end() {
 
 #[tokio::test]
 async fn class_network_close_at_mail() {
-    let _g = shared().await;
+    let _serial = serial::shared().await;
     let (r, _server) = scripted(
         Script::new().on(Stage::Mail, Action::Close),
         Provider::Generic,
@@ -360,7 +386,7 @@ async fn class_network_close_at_mail() {
 
 #[tokio::test]
 async fn class_protocol_garbage_greeting() {
-    let _g = shared().await;
+    let _serial = serial::shared().await;
     let (r, _server) = scripted(
         Script::new().on(Stage::Greeting, Action::raw("HTTP/1.1 400 Bad Request\r\n")),
         Provider::Generic,
@@ -371,7 +397,7 @@ async fn class_protocol_garbage_greeting() {
 
 #[tokio::test]
 async fn class_auth_535_5_7_3() {
-    let _g = shared().await;
+    let _serial = serial::shared().await;
     let (r, server) = scripted(
         Script::new().on(
             Stage::Auth,
@@ -386,7 +412,7 @@ async fn class_auth_535_5_7_3() {
 
 #[tokio::test]
 async fn class_auth_policy_smtp_auth_disabled() {
-    let _g = shared().await;
+    let _serial = serial::shared().await;
     let (r, _server) = scripted(
         Script::new().on(
             Stage::Auth,
@@ -406,7 +432,7 @@ async fn class_auth_policy_smtp_auth_disabled() {
 
 #[tokio::test]
 async fn class_throttled_432_at_mail() {
-    let _g = shared().await;
+    let _serial = serial::shared().await;
     let (r, _server) = scripted(
         Script::new().on(
             Stage::Mail,
@@ -422,7 +448,7 @@ async fn class_throttled_432_at_mail() {
 
 #[tokio::test]
 async fn class_throttled_432_at_data_end() {
-    let _g = shared().await;
+    let _serial = serial::shared().await;
     let (r, server) = scripted(
         Script::new().on(
             Stage::DataEnd,
@@ -439,7 +465,7 @@ async fn class_throttled_432_at_data_end() {
 
 #[tokio::test]
 async fn class_quota_submission_quota_exceeded() {
-    let _g = shared().await;
+    let _serial = serial::shared().await;
     let (r, _server) = scripted(
         Script::new().on(
             Stage::DataEnd,
@@ -457,7 +483,7 @@ async fn class_quota_submission_quota_exceeded() {
 
 #[tokio::test]
 async fn class_sender_rejected_5_7_60() {
-    let _g = shared().await;
+    let _serial = serial::shared().await;
     let (r, _server) = scripted(
         Script::new().on(
             Stage::Mail,
@@ -473,7 +499,7 @@ async fn class_sender_rejected_5_7_60() {
 
 #[tokio::test]
 async fn class_recipient_rejected_5_1_1() {
-    let _g = shared().await;
+    let _serial = serial::shared().await;
     let (r, _server) = scripted(
         Script::new().on(
             Stage::Rcpt,
@@ -487,7 +513,7 @@ async fn class_recipient_rejected_5_1_1() {
 
 #[tokio::test]
 async fn class_message_rejected_5_6_0() {
-    let _g = shared().await;
+    let _serial = serial::shared().await;
     let (r, _server) = scripted(
         Script::new().on(
             Stage::DataEnd,
@@ -501,7 +527,7 @@ async fn class_message_rejected_5_6_0() {
 
 #[tokio::test]
 async fn class_auth_google_multi_line_535() {
-    let _g = shared().await;
+    let _serial = serial::shared().await;
     let (r, _server) = scripted(
         Script::new().on(
             Stage::Auth,
@@ -521,7 +547,7 @@ async fn class_auth_google_multi_line_535() {
 
 #[tokio::test]
 async fn class_throttled_ses_without_enhanced_code() {
-    let _g = shared().await;
+    let _serial = serial::shared().await;
     let (r, _server) = scripted(
         Script::new().on(
             Stage::Mail,
@@ -539,7 +565,7 @@ async fn class_throttled_ses_without_enhanced_code() {
 
 #[tokio::test]
 async fn no_downgrade_without_starttls() {
-    let _g = shared().await;
+    let _serial = serial::shared().await;
     // The server would even accept AUTH in the clear: the prober still must not try.
     let pki = TestPki::new();
     let server = pki
@@ -567,7 +593,7 @@ async fn no_downgrade_without_starttls() {
 /// would be read as if they had come over TLS. The prober must refuse, not proceed.
 #[tokio::test]
 async fn no_plaintext_bytes_trusted_across_starttls() {
-    let _g = shared().await;
+    let _serial = serial::shared().await;
     let (r, server) = scripted(
         Script::new().on(
             Stage::Starttls,
@@ -605,8 +631,8 @@ fn phase_table(r: &ProbeResult) -> Vec<(&'static str, f64)> {
 /// has had one run within its bounds, at most [`TIMING_ATTEMPTS`] times. Every run must
 /// succeed and respect every lower bound. Returns the runs.
 async fn check_phase_timings(
-    prober: &smtp_canary::probe::Prober,
-    mb: &smtp_canary::config::Mailbox,
+    prober: &Prober,
+    mb: &Mailbox,
     label: &str,
     expected: &[(Phase, Duration, Duration)],
 ) -> Vec<ProbeResult> {
@@ -649,7 +675,7 @@ async fn check_phase_timings(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn phases_match_injected_reply_delay() {
-    let _g = exclusive().await;
+    let _serial = serial::exclusive().await;
     let pki = TestPki::new();
     let prober = prober();
     // Warm the TLS client config cache (system roots + CA file) so it is not charged to
@@ -703,7 +729,7 @@ async fn phases_match_injected_reply_delay() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stage_delay_shows_up_in_its_phase_only() {
-    let _g = exclusive().await;
+    let _serial = serial::exclusive().await;
     let pki = TestPki::new();
     let prober = prober();
     let delay = Duration::from_millis(300);
@@ -737,7 +763,7 @@ async fn stage_delay_shows_up_in_its_phase_only() {
 
 #[tokio::test]
 async fn hostile_greeting_never_comes() {
-    let _g = shared().await;
+    let _serial = serial::shared().await;
     let pki = TestPki::new();
     let server = pki
         .start(Script::new().on(Stage::Greeting, Action::Silent))
@@ -761,7 +787,7 @@ async fn hostile_greeting_never_comes() {
 
 #[tokio::test]
 async fn hostile_ten_megabyte_reply_line() {
-    let _g = shared().await;
+    let _serial = serial::shared().await;
     let pki = TestPki::new();
     let flood = 10 * 1024 * 1024;
     let server = pki
@@ -793,7 +819,7 @@ async fn hostile_ten_megabyte_reply_line() {
 
 #[tokio::test]
 async fn hostile_trickle_one_byte_per_second() {
-    let _g = shared().await;
+    let _serial = serial::shared().await;
     let pki = TestPki::new();
     let server = pki
         .start(Script::new().on(
@@ -818,7 +844,7 @@ async fn hostile_trickle_one_byte_per_second() {
 
 #[tokio::test]
 async fn hostile_reset_during_data() {
-    let _g = shared().await;
+    let _serial = serial::shared().await;
     let (r, server) = scripted(
         Script::new().on(Stage::Data, Action::Reset),
         Provider::Generic,
@@ -904,14 +930,14 @@ async fn redaction_case(mechanism: Mechanism, accept: bool) {
 
 #[tokio::test]
 async fn redaction_plain_success_and_failure() {
-    let _g = shared().await;
+    let _serial = serial::shared().await;
     redaction_case(Mechanism::Plain, true).await;
     redaction_case(Mechanism::Plain, false).await;
 }
 
 #[tokio::test]
 async fn redaction_login_success_and_failure() {
-    let _g = shared().await;
+    let _serial = serial::shared().await;
     redaction_case(Mechanism::Login, true).await;
     redaction_case(Mechanism::Login, false).await;
 }
@@ -959,7 +985,7 @@ fn check_json_shape(j: &serde_json::Value, r: &ProbeResult) {
 
 #[tokio::test]
 async fn json_on_success() {
-    let _g = shared().await;
+    let _serial = serial::shared().await;
     let pki = TestPki::new();
     let server = pki.start(Script::new()).await;
     let mb = mailbox_with("canary-json", &server, &pki, |_| {});
@@ -991,7 +1017,7 @@ async fn json_on_success() {
 
 #[tokio::test]
 async fn json_on_failure() {
-    let _g = shared().await;
+    let _serial = serial::shared().await;
     let (r, _server) = scripted(
         Script::new().on(
             Stage::Auth,
@@ -1022,7 +1048,7 @@ async fn json_on_failure() {
     assert!(j["phases"].get("mail").is_none());
 
     // A failure before any TLS: tls is null.
-    let mb = mailbox(
+    let mb = mailbox_at(
         "canary-json-refused",
         closed_port(),
         Security::Starttls,
