@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 use smtp_canary::auth::{CacheOptions, CredentialSource, Credentials, TokenCache, TokenClient};
 use smtp_canary::classify::Class;
 use smtp_canary::config::{
-    AuthConfig, Budget, Grant, Limits, Mailbox, Mechanism, OAuth2, Provider, Secret, Security,
-    TlsSettings,
+    AuthConfig, Budget, Grant, Limits, Mailbox, OAuth2, Provider, Secret, Security, TlsSettings,
 };
 use smtp_canary::probe::{Phase, ProbeResult, Prober, ProberOptions, Template, TlsTrust};
 
@@ -76,11 +75,6 @@ impl MailboxBuilder {
 
     pub fn provider(mut self, provider: Provider) -> Self {
         self.0.provider = provider;
-        self
-    }
-
-    pub fn mechanism(mut self, mechanism: Mechanism) -> Self {
-        self.0.auth_mechanism = Some(mechanism);
         self
     }
 
