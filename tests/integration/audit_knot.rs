@@ -124,6 +124,20 @@ fn wait_ready(child: &mut ChildGuard, addr: SocketAddr) -> bool {
     false
 }
 
+/// `targets` audited with the default options through the DNS server at `dns`.
+async fn audit(dns: &str, targets: &[Target]) -> Vec<DomainReport> {
+    auditor(dns, AuditOptions::default())
+        .audit_all(targets)
+        .await
+}
+
+impl Knot {
+    /// `targets` audited with the default options against this server.
+    async fn audit(&self, targets: &[Target]) -> Vec<DomainReport> {
+        audit(&self.dns(), targets).await
+    }
+}
+
 fn auditor(dns: &str, opts: AuditOptions) -> Auditor {
     let addr = parse_dns_server(dns).expect("dns server");
     let resolver = Resolver::new(Some(addr)).expect("resolver");
@@ -149,90 +163,44 @@ fn describe(r: &DomainReport) -> String {
 use Provider::{Generic, Microsoft365};
 use Severity::{Error, Info, Warning};
 
-/// Every broken domain of the zone, how it is audited, and exactly what it must show.
+/// Every broken domain of the zone, how it is audited (provider, DKIM selectors), and
+/// the one finding it must show, if any.
 fn cases() -> Vec<(Target, Vec<(&'static str, Severity)>)> {
-    let s1 = &["s1"][..];
-    vec![
-        (
-            target("lookups.test", Generic, s1),
-            vec![("spf.too_many_lookups", Error)],
-        ),
-        (
-            target("loop.test", Generic, s1),
-            vec![("spf.too_many_lookups", Error)],
-        ),
-        (
-            target("twospf.test", Generic, s1),
-            vec![("spf.multiple", Error)],
-        ),
-        (
-            target("spfsyntax.test", Generic, s1),
-            vec![("spf.syntax", Error)],
-        ),
-        (
-            target("void.test", Generic, s1),
-            vec![("spf.void_lookups", Error)],
-        ),
-        (
-            target("plusall.test", Generic, s1),
-            vec![("spf.permissive_all", Error)],
-        ),
-        (
-            target("noall.test", Generic, s1),
-            vec![("spf.no_all", Warning)],
-        ),
-        (
-            target("nospf.test", Generic, s1),
-            vec![("spf.missing", Error)],
-        ),
-        (
-            target("noprovider.test", Microsoft365, &[]),
-            vec![("spf.provider_not_authorized", Error)],
-        ),
-        (
-            target("revoked.test", Generic, s1),
-            vec![("dkim.revoked", Error)],
-        ),
-        (
-            target("weak.test", Generic, s1),
-            vec![("dkim.weak_key", Warning)],
-        ),
-        (
-            target("tiny.test", Generic, s1),
-            vec![("dkim.weak_key", Error)],
-        ),
-        (
-            target("nodkim.test", Generic, s1),
-            vec![("dkim.missing", Error)],
-        ),
-        (
-            target("m365nokeys.test", Microsoft365, &[]),
-            vec![("dkim.missing", Error)],
-        ),
-        (
-            target("dkimsyntax.test", Generic, s1),
-            vec![("dkim.syntax", Error)],
-        ),
-        (
-            target("nodmarc.test", Generic, s1),
-            vec![("dmarc.missing", Error)],
-        ),
-        (
-            target("twodmarc.test", Generic, s1),
-            vec![("dmarc.multiple", Error)],
-        ),
-        (
-            target("dmarcsyntax.test", Generic, s1),
-            vec![("dmarc.syntax", Error)],
-        ),
-        (
-            target("pnone.test", Generic, s1),
-            vec![("dmarc.policy_none", Warning)],
-        ),
-        (target("nomx.test", Generic, s1), vec![("mx.missing", Info)]),
-        (target("sub.fallback.test", Generic, s1), vec![]),
-        (target("legacy.test", Microsoft365, &[]), vec![]),
-    ]
+    const S1: &[&str] = &["s1"];
+    const NONE: &[&str] = &[];
+    #[rustfmt::skip]
+    let rows: [(&str, Provider, &[&str], Option<(&'static str, Severity)>); 22] = [
+        ("lookups.test",      Generic,      S1,   Some(("spf.too_many_lookups", Error))),
+        ("loop.test",         Generic,      S1,   Some(("spf.too_many_lookups", Error))),
+        ("twospf.test",       Generic,      S1,   Some(("spf.multiple", Error))),
+        ("spfsyntax.test",    Generic,      S1,   Some(("spf.syntax", Error))),
+        ("void.test",         Generic,      S1,   Some(("spf.void_lookups", Error))),
+        ("plusall.test",      Generic,      S1,   Some(("spf.permissive_all", Error))),
+        ("noall.test",        Generic,      S1,   Some(("spf.no_all", Warning))),
+        ("nospf.test",        Generic,      S1,   Some(("spf.missing", Error))),
+        ("noprovider.test",   Microsoft365, NONE, Some(("spf.provider_not_authorized", Error))),
+        ("revoked.test",      Generic,      S1,   Some(("dkim.revoked", Error))),
+        ("weak.test",         Generic,      S1,   Some(("dkim.weak_key", Warning))),
+        ("tiny.test",         Generic,      S1,   Some(("dkim.weak_key", Error))),
+        ("nodkim.test",       Generic,      S1,   Some(("dkim.missing", Error))),
+        ("m365nokeys.test",   Microsoft365, NONE, Some(("dkim.missing", Error))),
+        ("dkimsyntax.test",   Generic,      S1,   Some(("dkim.syntax", Error))),
+        ("nodmarc.test",      Generic,      S1,   Some(("dmarc.missing", Error))),
+        ("twodmarc.test",     Generic,      S1,   Some(("dmarc.multiple", Error))),
+        ("dmarcsyntax.test",  Generic,      S1,   Some(("dmarc.syntax", Error))),
+        ("pnone.test",        Generic,      S1,   Some(("dmarc.policy_none", Warning))),
+        ("nomx.test",         Generic,      S1,   Some(("mx.missing", Info))),
+        ("sub.fallback.test", Generic,      S1,   None),
+        ("legacy.test",       Microsoft365, NONE, None),
+    ];
+    rows.into_iter()
+        .map(|(domain, provider, selectors, finding)| {
+            (
+                target(domain, provider, selectors),
+                finding.into_iter().collect(),
+            )
+        })
+        .collect()
 }
 
 fn good() -> Target {
@@ -264,9 +232,7 @@ async fn every_finding_appears_and_none_for_the_good_domain() {
     let cases = cases();
     let mut targets: Vec<Target> = cases.iter().map(|(t, _)| t.clone()).collect();
     targets.push(good());
-    let reports = auditor(&knot.dns(), AuditOptions::default())
-        .audit_all(&targets)
-        .await;
+    let reports = audit(&knot.dns(), &targets).await;
     let cfg = smtp_canary::config::load(&legacy_config(knot.dir.path())).expect("config");
 
     let mut seen: BTreeSet<&'static str> = BTreeSet::new();
@@ -296,15 +262,12 @@ async fn every_finding_appears_and_none_for_the_good_domain() {
 #[ignore = "needs knotd (tests/stack/up.sh installs it)"]
 async fn good_domain_details_and_fallback() {
     let _serial = serial::shared().await;
-    let knot = Knot::start();
     let targets = [
         good(),
         target("sub.fallback.test", Generic, &[]),
         target("lookups.test", Generic, &[]),
     ];
-    let reports = auditor(&knot.dns(), AuditOptions::default())
-        .audit_all(&targets)
-        .await;
+    let reports = Knot::start().audit(&targets).await;
     let j = reports[0].to_json();
     assert_eq!(j["spf"]["record"], "v=spf1 include:_spf.example.test -all");
     // include:_spf.example.test, then include:spf.protection.outlook.com inside it.
@@ -351,14 +314,11 @@ async fn good_domain_details_and_fallback() {
 #[ignore = "needs knotd (tests/stack/up.sh installs it)"]
 async fn nxdomain_is_an_answer_and_servfail_is_not() {
     let _serial = serial::shared().await;
-    let knot = Knot::start();
     let targets = [
         target("gone.test", Generic, &[]),
         target("servfail.test", Generic, &[]),
     ];
-    let reports = auditor(&knot.dns(), AuditOptions::default())
-        .audit_all(&targets)
-        .await;
+    let reports = Knot::start().audit(&targets).await;
     let gone = &reports[0];
     assert!(gone.complete(), "NXDOMAIN is an answer: {:?}", gone.errors);
     assert_eq!(
@@ -396,9 +356,7 @@ async fn servfail_and_timeout_keep_the_last_good_findings() {
     let knot = Knot::start();
     let metrics = Metrics::new();
     let t = target("pnone.test", Generic, &["s1"]);
-    let good = auditor(&knot.dns(), AuditOptions::default())
-        .audit_all(std::slice::from_ref(&t))
-        .await;
+    let good = audit(&knot.dns(), std::slice::from_ref(&t)).await;
     metrics.record_audit(&good[0]);
     let finding = r#"smtp_canary_audit_finding{check="dmarc.policy_none",domain="pnone.test",severity="warning"} 1"#;
     let text = metrics_text(&metrics);
@@ -420,11 +378,23 @@ async fn servfail_and_timeout_keep_the_last_good_findings() {
         "{text}"
     );
 
+    // A failed audit is recorded as one, and the last good findings stay.
+    let keeps_the_last_findings = |r: &DomainReport| {
+        metrics.record_audit(r);
+        let text = metrics_text(&metrics);
+        assert!(
+            text.contains(r#"smtp_canary_audit_success{domain="pnone.test"} 0"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(finding),
+            "the last good findings stay: {text}"
+        );
+    };
+
     // SERVFAIL for everything.
     let servfail = responder(true).await;
-    let r = auditor(&servfail.addr.to_string(), AuditOptions::default())
-        .audit_all(std::slice::from_ref(&t))
-        .await;
+    let r = audit(&servfail.addr.to_string(), std::slice::from_ref(&t)).await;
     assert!(!r[0].complete());
     assert!(
         r[0].errors
@@ -433,16 +403,7 @@ async fn servfail_and_timeout_keep_the_last_good_findings() {
         "{:?}",
         r[0].errors
     );
-    metrics.record_audit(&r[0]);
-    let text = metrics_text(&metrics);
-    assert!(
-        text.contains(r#"smtp_canary_audit_success{domain="pnone.test"} 0"#),
-        "{text}"
-    );
-    assert!(
-        text.contains(finding),
-        "the last good findings stay: {text}"
-    );
+    keeps_the_last_findings(&r[0]);
 
     // A server that never answers: every query hits its deadline, the audit its own.
     let hole = responder(false).await;
@@ -469,13 +430,7 @@ async fn servfail_and_timeout_keep_the_last_good_findings() {
         "{:?}",
         r[0].errors
     );
-    metrics.record_audit(&r[0]);
-    let text = metrics_text(&metrics);
-    assert!(
-        text.contains(r#"smtp_canary_audit_success{domain="pnone.test"} 0"#),
-        "{text}"
-    );
-    assert!(text.contains(finding), "{text}");
+    keeps_the_last_findings(&r[0]);
     assert!(
         text.contains(r#"smtp_canary_dkim_key_bits{domain="pnone.test",selector="s1"} 2048"#),
         "{text}"
@@ -528,21 +483,30 @@ fn the_binary_prints_the_contract_json() {
     let dns = knot.dns();
     let no_config = knot.dir.path().join("absent.yaml");
     let no_config = no_config.to_str().expect("utf-8 path");
+    // `audit ARGS` against the test's knotd, with `config`.
+    let audit = |args: &[&str], config: &str| {
+        binary(
+            &[
+                &["audit"],
+                args,
+                &["--dns-server", &dns, "--config.file", config],
+            ]
+            .concat(),
+        )
+    };
     // The Done-when: `audit example.test --dns-server 127.0.0.1:PORT --format json`.
-    let out = binary(&[
-        "audit",
-        "example.test",
-        "--provider",
-        "microsoft365",
-        "--dkim-selector",
-        "ed",
-        "--dns-server",
-        &dns,
-        "--format",
-        "json",
-        "--config.file",
+    let out = audit(
+        &[
+            "example.test",
+            "--provider",
+            "microsoft365",
+            "--dkim-selector",
+            "ed",
+            "--format",
+            "json",
+        ],
         no_config,
-    ]);
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -575,18 +539,16 @@ fn the_binary_prints_the_contract_json() {
 
     // Several domains: an array, exit 1 (errors), a config adds the Basic-auth finding.
     let config = legacy_config(knot.dir.path());
-    let out = binary(&[
-        "audit",
-        "nodmarc.test",
-        "weak.test",
-        "legacy.test",
-        "--dns-server",
-        &dns,
-        "--format",
-        "json",
-        "--config.file",
+    let out = audit(
+        &[
+            "nodmarc.test",
+            "weak.test",
+            "legacy.test",
+            "--format",
+            "json",
+        ],
         config.to_str().expect("utf-8 path"),
-    ]);
+    );
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -612,16 +574,7 @@ fn the_binary_prints_the_contract_json() {
     assert_eq!(j[2]["dkim"][0]["bits"], 2048);
 
     // Warnings only: exit 0. Text: one line per check, no colour when not a terminal.
-    let out = binary(&[
-        "audit",
-        "pnone.test",
-        "--dkim-selector",
-        "s1",
-        "--dns-server",
-        &dns,
-        "--config.file",
-        no_config,
-    ]);
+    let out = audit(&["pnone.test", "--dkim-selector", "s1"], no_config);
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(
@@ -636,16 +589,7 @@ fn the_binary_prints_the_contract_json() {
     assert!(!text.contains('\x1b'), "{text}");
 
     // SERVFAIL: exit 1 with the error in the JSON.
-    let out = binary(&[
-        "audit",
-        "servfail.test",
-        "--dns-server",
-        &dns,
-        "--format",
-        "json",
-        "--config.file",
-        no_config,
-    ]);
+    let out = audit(&["servfail.test", "--format", "json"], no_config);
     assert_eq!(out.status.code(), Some(1));
     let j: Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert!(

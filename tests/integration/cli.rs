@@ -10,7 +10,7 @@ use rustls::pki_types::{PrivateKeyDer, ServerName};
 use smtp_canary::demo::{Action, Rule, Script, SmtpServer, Stage};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::daemon::{Daemon, run};
+use crate::support::daemon::{Daemon, check_config, run};
 use crate::support::exposition::metric_value;
 use crate::support::pki::{TestPki, pem, start_on};
 use crate::support::{repo, serial};
@@ -38,12 +38,8 @@ fn bad_config_names_file_line_column_key_and_exits_2() {
         "mailboxes:\n  - name: a\n    host: smtp.example.com\n    password: hunter2-inline\n    from: a@example.com\n    to: [b@example.com]\n    intervall: 5m\n",
     )
     .unwrap();
-    let out = run(
-        &["check-config", "--config.file", path.to_str().unwrap()],
-        &[],
-    );
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, err) = check_config(&path);
+    assert_eq!(code, Some(2));
     let file = path.display().to_string();
     assert!(err.contains(&format!("{file}:4:")), "{err}");
     assert!(err.contains("mailboxes[0].password"), "{err}");
@@ -69,12 +65,8 @@ fn missing_secret_env_is_named() {
         "mailboxes:\n  - name: a\n    host: 127.0.0.1\n    username: u@example.com\n    password_env: SMTP_CANARY_TEST_UNSET_VAR\n    from: a@example.com\n    to: [b@example.com]\n",
     )
     .unwrap();
-    let out = run(
-        &["check-config", "--config.file", path.to_str().unwrap()],
-        &[],
-    );
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, err) = check_config(&path);
+    assert_eq!(code, Some(2));
     assert!(err.contains("SMTP_CANARY_TEST_UNSET_VAR"), "{err}");
 }
 

@@ -16,7 +16,9 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD as B64, STANDARD_NO_PAD as B64_NO_PAD};
 use smtp_canary::demo::ServerHandle;
 
-use crate::support::daemon::{ChildGuard, Daemon, Measured, command, run, run_measured};
+use crate::support::daemon::{
+    ChildGuard, Daemon, Measured, check_config, command, outcome, run_measured,
+};
 use crate::support::exposition::metric_value;
 use crate::support::files::{mkfifo, sparse, write};
 use crate::support::fixtures::{CLIENT_ID, CLIENT_SECRET, USER};
@@ -337,17 +339,8 @@ fn files_that_are_not_regular_or_too_large_are_refused_at_once_by_name() {
         for (key, yaml) in cases {
             let cfg = write(&dir.path().join("c.yaml"), &yaml);
             let t = Instant::now();
-            let out = run(
-                &["check-config", "--config.file", cfg.to_str().expect("path")],
-                &[],
-            );
-            let err = String::from_utf8_lossy(&out.stderr);
-            assert_eq!(
-                out.status.code(),
-                Some(2),
-                "{key} -> {}: {err}",
-                target.display()
-            );
+            let (code, err) = check_config(&cfg);
+            assert_eq!(code, Some(2), "{key} -> {}: {err}", target.display());
             assert!(err.contains(what), "{key} -> {}: {err}", target.display());
             assert!(
                 t.elapsed() < Duration::from_secs(5),
@@ -357,28 +350,26 @@ fn files_that_are_not_regular_or_too_large_are_refused_at_once_by_name() {
         }
         // The config file itself, and the web config file.
         let t = Instant::now();
-        let out = run(
-            &[
-                "check-config",
-                "--config.file",
-                target.to_str().expect("path"),
-            ],
-            &[],
-        );
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{err}");
+        let (code, err) = check_config(&target);
+        assert_eq!(code, Some(2), "{err}");
         assert!(err.contains(what) && !err.contains(":0:0"), "{err}");
         assert!(t.elapsed() < Duration::from_secs(5));
     }
-    let out = run(
-        &["check-config", "--config.file", big.to_str().expect("path")],
-        &[],
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (_, err) = check_config(&big);
     assert!(
         err.contains("larger than 33554432 bytes, the limit for a config file"),
         "{err}"
     );
+}
+
+/// The daemon on `cfg` and `state`, expected to refuse to start: exit code and stderr.
+fn daemon_refusal(cfg: &Path, state: &Path) -> (Option<i32>, String) {
+    outcome(
+        command(&["--web.listen-address", "127.0.0.1:0", "--config.file"])
+            .arg(cfg)
+            .arg("--state.dir")
+            .arg(state),
+    )
 }
 
 /// A demo config, for the daemon tests that only need something to probe.
@@ -487,31 +478,21 @@ fn the_state_directory_is_checked_locked_and_never_written_through_a_link() {
     assert_eq!(mode, 0o700, "an open state dir of ours is fixed");
 
     // A second daemon on the same directory refuses to start.
-    let out = command(&[])
-        .arg("--config.file")
-        .arg(&cfg)
-        .arg("--state.dir")
-        .arg(&state)
-        .args(["--web.listen-address", "127.0.0.1:0"])
-        .output()
-        .expect("second daemon");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let (code, err) = daemon_refusal(&cfg, &state);
+    assert_eq!(code, Some(1), "{err}");
     assert!(
         err.contains("in use by another smtp-canary (daemon pid"),
         "{err}"
     );
 
     // And `probe` refuses while the daemon holds the ledger.
-    let out = command(&[])
-        .args(["probe", "demo-a", "--config.file"])
-        .arg(&cfg)
-        .arg("--state.dir")
-        .arg(&state)
-        .output()
-        .expect("probe");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let (code, err) = outcome(
+        command(&["probe", "demo-a", "--config.file"])
+            .arg(&cfg)
+            .arg("--state.dir")
+            .arg(&state),
+    );
+    assert_eq!(code, Some(2), "{err}");
     assert!(
         err.contains("in use by another smtp-canary (daemon pid"),
         "{err}"
@@ -520,100 +501,96 @@ fn the_state_directory_is_checked_locked_and_never_written_through_a_link() {
 }
 
 /// A STARTTLS relay that accepts everything from [`USER`] / [`PASSWORD`], counting
-/// messages (the demo server).
-fn counting_relay(rt: &tokio::runtime::Runtime, pki: &TestPki) -> ServerHandle {
-    start_on(rt, pki.starttls_server().users([(USER, PASSWORD)]))
+/// messages (the demo server, on a runtime of its own), and a directory for the config
+/// and the state of the mailbox that uses it.
+struct Relay {
+    _rt: tokio::runtime::Runtime,
+    pki: TestPki,
+    server: ServerHandle,
+    dir: tempfile::TempDir,
 }
 
-fn relay_mailbox(
-    name: &str,
-    provider: &str,
-    relay: &ServerHandle,
-    ca: &Path,
-    extra: &str,
-) -> String {
-    format!(
-        "  - name: {name}\n    provider: {provider}\n    host: 127.0.0.1\n    port: {}\n    username: {USER}\n    password_env: HARDENING_PW\n    from: {USER}\n    to: [sink@example.com]\n    tls: {{ca_file: {}, server_name: localhost}}\n{extra}",
-        relay.local_addr().port(),
-        ca.display()
-    )
+impl Relay {
+    fn start() -> Relay {
+        let rt = runtime();
+        let pki = TestPki::new();
+        let server = start_on(&rt, pki.starttls_server().users([(USER, PASSWORD)]));
+        Relay {
+            _rt: rt,
+            pki,
+            server,
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    /// (Re)writes the config: `head`, then mailbox `name` of `provider` on the relay with
+    /// the `extra` keys; the password comes from `HARDENING_PW`.
+    fn config(&self, head: &str, name: &str, provider: &str, extra: &str) -> PathBuf {
+        write(
+            &self.dir.path().join("c.yaml"),
+            &format!(
+                "{head}mailboxes:\n  - name: {name}\n    provider: {provider}\n    host: 127.0.0.1\n    port: {}\n    username: {USER}\n    password_env: HARDENING_PW\n    from: {USER}\n    to: [sink@example.com]\n    tls: {{ca_file: {}, server_name: localhost}}\n{extra}",
+                self.server.local_addr().port(),
+                self.pki.ca_path().display()
+            ),
+        )
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// `smtp-canary probe NAME` of the config, to its end: exit code and stderr.
+    fn probe(&self, name: &str) -> (Option<i32>, String) {
+        outcome(
+            command(&["probe", name, "--config.file"])
+                .arg(self.dir.path().join("c.yaml"))
+                .arg("--state.dir")
+                .arg(self.state())
+                .env("HARDENING_PW", PASSWORD),
+        )
+    }
+
+    fn sent(&self) -> usize {
+        self.server.message_count()
+    }
 }
 
 #[test]
 fn the_probe_command_records_its_send_and_respects_the_budget() {
     let _serial = serial::shared_blocking();
-    let rt = runtime();
-    let pki = TestPki::new();
-    let relay = counting_relay(&rt, &pki);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ca = pki.ca_path();
-    let cfg = write(
-        &dir.path().join("c.yaml"),
-        &format!(
-            "mailboxes:\n{}",
-            relay_mailbox(
-                "b2",
-                "generic",
-                &relay,
-                ca,
-                "    budget: {messages_per_day: 2}\n"
-            )
-        ),
-    );
-    let state = dir.path().join("state");
-    let probe = || {
-        command(&[])
-            .args(["probe", "b2", "--config.file"])
-            .arg(&cfg)
-            .arg("--state.dir")
-            .arg(&state)
-            .env("HARDENING_PW", PASSWORD)
-            .output()
-            .expect("probe")
-    };
-    let codes: Vec<Option<i32>> = (0..4).map(|_| probe().status.code()).collect();
+    let relay = Relay::start();
+    relay.config("", "b2", "generic", "    budget: {messages_per_day: 2}\n");
+    let codes: Vec<Option<i32>> = (0..4).map(|_| relay.probe("b2").0).collect();
     assert_eq!(codes, [Some(0), Some(0), Some(1), Some(1)]);
-    let last = probe();
-    assert!(
-        String::from_utf8_lossy(&last.stderr).contains("not probed (budget)"),
-        "{}",
-        String::from_utf8_lossy(&last.stderr)
-    );
-    assert_eq!(relay.message_count(), 2);
+    let (_, err) = relay.probe("b2");
+    assert!(err.contains("not probed (budget)"), "{err}");
+    assert_eq!(relay.sent(), 2);
 }
 
 #[test]
 fn the_per_minute_share_holds_through_sighup_storms_and_the_probe_command() {
     let _serial = serial::shared_blocking();
-    let rt = runtime();
-    let pki = TestPki::new();
-    let relay = counting_relay(&rt, &pki);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ca = pki.ca_path();
+    let relay = Relay::start();
     // microsoft365: 30 messages a minute, of which the canary may use 10% (3).
-    let yaml = |interval: u32| {
-        format!(
-            "mailboxes:\n{}",
-            relay_mailbox(
-                "m365",
-                "microsoft365",
-                &relay,
-                ca,
-                &format!("    interval: {interval}s\n    budget: {{messages_per_day: 500}}\n")
-            )
+    let config = |interval: u32| {
+        relay.config(
+            "",
+            "m365",
+            "microsoft365",
+            &format!("    interval: {interval}s\n    budget: {{messages_per_day: 500}}\n"),
         )
     };
-    let cfg = write(&dir.path().join("c.yaml"), &yaml(60));
-    let state = dir.path().join("state");
+    let cfg = config(60);
     let envs = [("HARDENING_PW", PASSWORD)];
-    let d = Daemon::start(&cfg, &state, &["--probe.immediate"], &envs);
+    let d = Daemon::start(&cfg, &relay.state(), &["--probe.immediate"], &envs);
     d.wait_metrics(Duration::from_secs(20), |b| {
         metric_value(b, "smtp_canary_probes_total{mailbox=\"m365\"}").is_some_and(|v| v >= 1.0)
     });
     // 60 reloads in a few seconds, each changing the mailbox so that its schedule
     // restarts with an immediate probe.
     for i in 0..60 {
-        write(&cfg, &yaml(60 + i % 7));
+        config(60 + i % 7);
         d.signal("HUP");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -625,24 +602,16 @@ fn the_per_minute_share_holds_through_sighup_storms_and_the_probe_command() {
         .is_some_and(|v| v >= 1.0)
     });
     std::thread::sleep(Duration::from_secs(2));
-    assert!(relay.message_count() <= 3, "sent {}", relay.message_count());
+    assert!(relay.sent() <= 3, "sent {}", relay.sent());
     assert!(
         metric_value(&body, "smtp_canary_probes_total{mailbox=\"m365\"}").unwrap_or(0.0) <= 3.0
     );
     drop(d);
     // The probe command meets the same gate, in the same ledger.
-    let out = command(&[])
-        .args(["probe", "m365", "--config.file"])
-        .arg(&cfg)
-        .arg("--state.dir")
-        .arg(&state)
-        .env("HARDENING_PW", PASSWORD)
-        .output()
-        .expect("probe");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let (code, err) = relay.probe("m365");
+    assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("not probed (rate)"), "{err}");
-    assert!(relay.message_count() <= 3, "sent {}", relay.message_count());
+    assert!(relay.sent() <= 3, "sent {}", relay.sent());
 }
 
 #[test]
@@ -684,16 +653,18 @@ fn usage_and_config_mistakes_are_reported_well() {
     // A malformed listen address is a usage error.
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = demo_config(dir.path(), "1h");
-    let out = command(&[])
-        .arg("--config.file")
+    let (code, err) = outcome(
+        command(&[
+            "--web.listen-address",
+            "127.0.0.1:notaport",
+            "--config.file",
+        ])
         .arg(&cfg)
-        .args(["--web.listen-address", "127.0.0.1:notaport"])
         .arg("--state.dir")
-        .arg(dir.path().join("s1"))
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--web.listen-address"));
+        .arg(dir.path().join("s1")),
+    );
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--web.listen-address"));
 
     // `:0` logs the port it really got.
     let child = ChildGuard::spawn(
@@ -730,12 +701,8 @@ fn usage_and_config_mistakes_are_reported_well() {
         &dir.path().join("bad.yaml"),
         "mailboxes:\n  - name: m\n    host: smtp.example.com\n    port: abc\n    security: bogus\n    allow_insecure_auth: 'yes'\n    from: nobody\n    to: [b@example.com]\n",
     );
-    let out = run(
-        &["check-config", "--config.file", bad.to_str().expect("path")],
-        &[],
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2));
+    let (code, err) = check_config(&bad);
+    assert_eq!(code, Some(2));
     for key in ["].port", "].security", "].allow_insecure_auth", "].from"] {
         assert!(err.contains(key), "{key} missing: {err}");
     }
@@ -749,16 +716,8 @@ fn usage_and_config_mistakes_are_reported_well() {
             "n".repeat(300)
         ),
     );
-    let out = run(
-        &[
-            "check-config",
-            "--config.file",
-            long.to_str().expect("path"),
-        ],
-        &[],
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let (code, err) = check_config(&long);
+    assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("the limit is 128"), "{err}");
 }
 
@@ -770,24 +729,14 @@ fn usage_and_config_mistakes_are_reported_well() {
 fn kill9_cycles_on_a_full_then_read_only_state_dir_never_over_send() {
     let _serial = serial::shared_blocking();
     assert!(is_root(), "this fault test mounts a tmpfs: run it as root");
-    let rt = runtime();
-    let pki = TestPki::new();
-    let relay = counting_relay(&rt, &pki);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ca = pki.ca_path();
-    let cfg = write(
-        &dir.path().join("c.yaml"),
-        &format!(
-            "global: {{interval: 10s, timeout: 5s}}\nmailboxes:\n{}",
-            relay_mailbox(
-                "b2",
-                "generic",
-                &relay,
-                ca,
-                "    budget: {messages_per_day: 2}\n"
-            )
-        ),
+    let relay = Relay::start();
+    let cfg = relay.config(
+        "global: {interval: 10s, timeout: 5s}\n",
+        "b2",
+        "generic",
+        "    budget: {messages_per_day: 2}\n",
     );
+    let dir = &relay.dir;
     let mnt = dir.path().join("mnt");
     std::fs::create_dir_all(&mnt).expect("mnt");
     let sh = |cmd: &str| {
@@ -847,12 +796,12 @@ fn kill9_cycles_on_a_full_then_read_only_state_dir_never_over_send() {
         .arg(format!("of={}", mnt.join("filler").display()))
         .status();
     cycle("full");
-    assert_eq!(relay.message_count(), 0, "sent with a full state dir");
+    assert_eq!(relay.sent(), 0, "sent with a full state dir");
     // Read-only, with a ledger that allows sends: still nothing without a record.
     let _ = std::fs::remove_file(mnt.join("filler"));
     sh(&format!("mount -o remount,ro {}", mnt.display()));
     cycle("ro");
-    assert_eq!(relay.message_count(), 0, "sent with a read-only state dir");
+    assert_eq!(relay.sent(), 0, "sent with a read-only state dir");
     // Writable again: the budget of 2 holds across kill -9 cycles too.
     sh(&format!("mount -o remount,rw {}", mnt.display()));
     for i in 0..5 {
@@ -866,8 +815,8 @@ fn kill9_cycles_on_a_full_then_read_only_state_dir_never_over_send() {
         std::thread::sleep(Duration::from_millis(1500));
         d.kill9();
     }
-    assert!(relay.message_count() <= 2, "sent {}", relay.message_count());
-    assert!(relay.message_count() >= 1, "nothing sent once writable");
+    assert!(relay.sent() <= 2, "sent {}", relay.sent());
+    assert!(relay.sent() >= 1, "nothing sent once writable");
 }
 
 /// As root: a state directory owned by another user is refused.
@@ -886,15 +835,7 @@ fn a_state_dir_owned_by_another_user_is_refused() {
         .status()
         .expect("chown");
     assert!(st.success());
-    let out = command(&[])
-        .arg("--config.file")
-        .arg(&cfg)
-        .arg("--state.dir")
-        .arg(&state)
-        .args(["--web.listen-address", "127.0.0.1:0"])
-        .output()
-        .expect("run");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let (code, err) = daemon_refusal(&cfg, &state);
+    assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("is owned by uid 65534"), "{err}");
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::http::{self, Reply};
 use super::ports::{DEAD_DNS, free_port};
-use super::repo;
+use super::{poll, repo};
 
 /// The smtp-canary binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_smtp-canary");
@@ -31,6 +31,23 @@ pub fn run(args: &[&str], envs: &[(&str, &str)]) -> Output {
         .envs(envs.iter().copied())
         .output()
         .expect("run smtp-canary")
+}
+
+/// Runs `cmd` to its end: its exit code and stderr (where the binary says why it
+/// refused).
+pub fn outcome(cmd: &mut Command) -> (Option<i32>, String) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `smtp-canary check-config --config.file CONFIG`: its exit code and stderr.
+pub fn check_config(config: &Path) -> (Option<i32>, String) {
+    outcome(command(&["check-config", "--config.file"]).arg(config))
 }
 
 /// What [`run_measured`] saw of a child.
@@ -305,18 +322,18 @@ impl Daemon {
         }
     }
 
-    /// Waits until `/-/ready` answers 200 (or panics after `within`).
+    /// Waits until `/-/ready` answers 200 (or panics after `within`, or when the daemon
+    /// has exited).
     pub fn wait_ready(&self, within: Duration) {
-        let start = Instant::now();
-        while self.get("/-/ready").is_none_or(|(code, _)| code != 200) {
+        let ready = poll(within, Duration::from_millis(50), || {
             self.assert_running();
-            assert!(
-                start.elapsed() < within,
-                "not ready within {within:?}\n{}",
-                self.log_tail()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            self.get("/-/ready").filter(|(code, _)| *code == 200)
+        });
+        assert!(
+            ready.is_some(),
+            "not ready within {within:?}\n{}",
+            self.log_tail()
+        );
     }
 
     /// A request to the daemon's web server.
@@ -336,19 +353,16 @@ impl Daemon {
 
     /// Polls /metrics until `pred` holds (or panics after `within`).
     pub fn wait_metrics(&self, within: Duration, pred: impl Fn(&str) -> bool) -> String {
-        let start = Instant::now();
-        loop {
-            if let Some((200, body)) = self.get("/metrics")
-                && pred(&body)
-            {
-                return body;
-            }
-            assert!(
-                start.elapsed() < within,
+        poll(within, Duration::from_millis(100), || {
+            self.get("/metrics")
+                .filter(|(code, body)| *code == 200 && pred(body))
+                .map(|(_, body)| body)
+        })
+        .unwrap_or_else(|| {
+            panic!(
                 "metrics condition not met within {within:?}\n{}",
                 self.log_tail()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            )
+        })
     }
 }
