@@ -165,11 +165,19 @@ use Severity::{Error, Info, Warning};
 
 /// Every broken domain of the zone, how it is audited (provider, DKIM selectors), and
 /// the one finding it must show, if any.
+/// A domain, its provider and DKIM selectors, and the one finding it must show.
+type Row = (
+    &'static str,
+    Provider,
+    &'static [&'static str],
+    Option<(&'static str, Severity)>,
+);
+
 fn cases() -> Vec<(Target, Vec<(&'static str, Severity)>)> {
     const S1: &[&str] = &["s1"];
     const NONE: &[&str] = &[];
     #[rustfmt::skip]
-    let rows: [(&str, Provider, &[&str], Option<(&'static str, Severity)>); 22] = [
+    let rows: [Row; 22] = [
         ("lookups.test",      Generic,      S1,   Some(("spf.too_many_lookups", Error))),
         ("loop.test",         Generic,      S1,   Some(("spf.too_many_lookups", Error))),
         ("twospf.test",       Generic,      S1,   Some(("spf.multiple", Error))),

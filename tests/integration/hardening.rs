@@ -350,7 +350,7 @@ fn files_that_are_not_regular_or_too_large_are_refused_at_once_by_name() {
         }
         // The config file itself, and the web config file.
         let t = Instant::now();
-        let (code, err) = check_config(&target);
+        let (code, err) = check_config(target);
         assert_eq!(code, Some(2), "{err}");
         assert!(err.contains(what) && !err.contains(":0:0"), "{err}");
         assert!(t.elapsed() < Duration::from_secs(5));

@@ -519,6 +519,17 @@ async fn public_client_sends_no_client_secret() {
     );
 }
 
+/// A mailbox, the endpoint's mode, the token URL, the client, the reason the request must
+/// fail with, and what else holds of the error and of how long the request took.
+type ReasonCase<'a> = (
+    &'a str,
+    Mode,
+    &'a str,
+    TokenClient,
+    &'a str,
+    fn(&TokenError, Duration),
+);
+
 /// Each way a token request fails is its own `reason`: the endpoint's mode, the token
 /// URL, the client, the reason, and what else the error must (not) say.
 #[tokio::test]
@@ -539,16 +550,7 @@ async fn malformed_timeout_network_and_http_reasons() {
     };
     let client = || TokenClient::with_tls(tls()).unwrap();
     let closed = format!("http://127.0.0.1:{}/token", free_port());
-    // (mailbox, endpoint mode, token URL, client, reason, what else holds of the error and
-    // of how long the request took)
-    let cases: [(
-        &str,
-        Mode,
-        &str,
-        TokenClient,
-        &str,
-        fn(&TokenError, Duration),
-    ); 4] = [
+    let cases: [ReasonCase; 4] = [
         (
             "garbage",
             Mode::Garbage,
