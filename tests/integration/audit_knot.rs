@@ -4,8 +4,8 @@
 //!
 //! Each test starts its own knotd from a config in a temporary directory and kills it on
 //! drop; the shared stack in `tests/stack/` (and its Knot on port 5353) is never touched.
-//! Run with `cargo test --test integration -- --ignored audit_knot::` (knotd is the Debian package
-//! `knot`, which `tests/stack/up.sh` installs).
+//! Run with `cargo test --test integration -- --ignored audit_knot::` (knotd is the
+//! Debian package `knot`, which `tests/stack/up.sh` installs).
 
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, UdpSocket};
@@ -15,10 +15,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use smtp_canary::audit::{AuditOptions, Auditor, CHECKS, Check, DomainReport, Severity, Target};
-use smtp_canary::config::Provider;
-use smtp_canary::metrics::Metrics;
-use smtp_canary::probe::{Resolver, parse_dns_server};
+use smtp_canary::{
+    audit::{
+        AuditOptions, Auditor, CHECKS, Check, DomainReport, Severity, Target,
+        add_basic_auth_findings,
+    },
+    config::{self, Provider},
+    metrics::Metrics,
+    probe::{Resolver, parse_dns_server},
+};
 
 use crate::support::daemon::{ChildGuard, Daemon, run};
 use crate::support::dns::{responder, soa_query};
@@ -241,12 +246,12 @@ async fn every_finding_appears_and_none_for_the_good_domain() {
     let mut targets: Vec<Target> = cases.iter().map(|(t, _)| t.clone()).collect();
     targets.push(good());
     let reports = audit(&knot.dns(), &targets).await;
-    let cfg = smtp_canary::config::load(&legacy_config(knot.dir.path())).expect("config");
+    let cfg = config::load(&legacy_config(knot.dir.path())).expect("config");
 
     let mut seen: BTreeSet<&'static str> = BTreeSet::new();
     for ((t, want), r) in cases.iter().zip(&reports) {
         let mut r = r.clone();
-        smtp_canary::audit::add_basic_auth_findings(&mut r, &cfg);
+        add_basic_auth_findings(&mut r, &cfg);
         assert!(r.complete(), "{}: {:?}", t.domain, r.errors);
         let mut want = want.clone();
         if t.domain == "legacy.test" {

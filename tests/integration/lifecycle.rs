@@ -6,12 +6,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use smtp_canary::auth::{CredentialSource, Credentials};
-use smtp_canary::config::{AuthConfig, Mailbox, Provider, Secret};
-use smtp_canary::daemon::shard_of;
-use smtp_canary::demo::{Action, Rule, Script, ServerHandle, Stage};
-use smtp_canary::metrics::Metrics;
-use smtp_canary::scheduler::{Board, Scheduler, Shared, Start};
+use smtp_canary::{
+    auth::{CredentialSource, Credentials},
+    config::{AuthConfig, Mailbox, Provider, Secret},
+    daemon::shard_of,
+    demo::{Action, Rule, Script, ServerHandle, Stage},
+    metrics::Metrics,
+    scheduler::{Board, Scheduler, Shared, Start},
+};
 
 use crate::support::daemon::Daemon;
 use crate::support::exposition::metric_value;

@@ -12,12 +12,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use smtp_canary::auth::{CacheOptions, TokenCache, TokenClient, TokenError, TokenProvider};
-use smtp_canary::classify::Class;
-use smtp_canary::config::{Mailbox, OAuth2};
-use smtp_canary::demo::ServerHandle;
-use smtp_canary::metrics::Metrics;
-use smtp_canary::probe::{Phase, ProbeResult, TlsTrust, provider};
+use smtp_canary::{
+    auth::{CacheOptions, TokenCache, TokenClient, TokenError, TokenProvider},
+    classify::Class,
+    config::{Mailbox, OAuth2},
+    demo::ServerHandle,
+    metrics::Metrics,
+    probe::{Phase, ProbeResult, TlsTrust, provider},
+};
 
 use crate::support::exposition::{metric_line, metric_value};
 use crate::support::fixtures::{

@@ -5,19 +5,21 @@
 //! gets Dovecot's `334` JSON challenge and then `535 5.7.8`.
 //!
 //! Every test is `#[ignore]`d (a plain `cargo test` stays hermetic) and run by
-//! `scripts/test-all.sh` as `cargo test --test integration -- --ignored oauth_stack::`. Without a
-//! running stack (`$STACK_ROOT/run/stack.env`) they panic; they never skip. The endpoint on the
-//! introspection port is one per process (`Stack::token_endpoint`), shared with
-//! `dashboards_live`.
+//! `scripts/test-all.sh` as `cargo test --test integration -- --ignored oauth_stack::`.
+//! Without a running stack (`$STACK_ROOT/run/stack.env`) they panic; they never skip. The
+//! endpoint on the introspection port is one per process (`Stack::token_endpoint`),
+//! shared with `dashboards_live`.
 
 use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use smtp_canary::auth::{CacheOptions, TokenProvider};
-use smtp_canary::classify::Class;
-use smtp_canary::config::{AuthConfig, Mailbox};
-use smtp_canary::probe::Phase;
+use smtp_canary::{
+    auth::{CacheOptions, TokenProvider},
+    classify::Class,
+    config::{AuthConfig, Mailbox},
+    probe::Phase,
+};
 
 use crate::support::daemon::run_within;
 use crate::support::fixtures::{

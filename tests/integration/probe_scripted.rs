@@ -12,13 +12,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
-use smtp_canary::classify::Class;
-use smtp_canary::config::{Mailbox, Mechanism, Provider, Security};
-use smtp_canary::demo::server::{
-    Action, Mechanism as ServerMechanism, Script, ServerHandle, Stage,
+use smtp_canary::{
+    classify::Class,
+    config::{Mailbox, Mechanism, Provider, Security},
+    demo::{
+        Pki, SmtpServer,
+        server::{Action, Mechanism as ServerMechanism, Script, ServerHandle, Stage},
+    },
+    probe::{Phase, ProbeResult, Prober},
 };
-use smtp_canary::demo::{Pki, SmtpServer};
-use smtp_canary::probe::{Phase, ProbeResult, Prober};
 
 use crate::support::dns::nxdomain_responder;
 use crate::support::fixtures::{

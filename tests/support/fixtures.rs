@@ -6,12 +6,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use smtp_canary::auth::{CacheOptions, CredentialSource, Credentials, TokenCache, TokenClient};
-use smtp_canary::classify::Class;
-use smtp_canary::config::{
-    AuthConfig, Budget, Grant, Limits, Mailbox, OAuth2, Provider, Secret, Security, TlsSettings,
+use smtp_canary::{
+    auth::{CacheOptions, CredentialSource, Credentials, TokenCache, TokenClient},
+    classify::Class,
+    config::{
+        AuthConfig, Budget, Grant, Limits, Mailbox, OAuth2, Provider, Secret, Security, TlsSettings,
+    },
+    probe::{Phase, ProbeResult, Prober, ProberOptions, Template, TlsTrust},
 };
-use smtp_canary::probe::{Phase, ProbeResult, Prober, ProberOptions, Template, TlsTrust};
 
 use super::ports::dead_dns;
 

@@ -8,9 +8,13 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use smtp_canary::demo::Pki;
-use smtp_canary::demo::server::{Script, ServerHandle, SmtpServer};
-use smtp_canary::probe::provider;
+use smtp_canary::{
+    demo::{
+        Pki,
+        server::{Script, ServerHandle, SmtpServer},
+    },
+    probe::provider,
+};
 
 use super::fixtures::{PASSWORD, USER};
 
