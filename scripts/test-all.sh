@@ -29,8 +29,14 @@ cargo clippy --all-targets --locked -- -D warnings
 step "cargo test (hermetic: unit tests and the in-process SMTP server)"
 cargo test --locked --all-targets
 
-step "cargo test --test hardening -- --ignored (as root: kill -9 on a full and a read-only tmpfs, a foreign-owned state dir)"
-cargo test --locked --test hardening -- --ignored
+# Every integration test is in the one binary tests/integration/; its ignored tests run by
+# module below, each group at the point where what it needs is there.
+ignored() {
+  step "cargo test --test integration -- --ignored $1:: ($2)"
+  cargo test --locked --test integration -- --ignored "$1::"
+}
+
+ignored hardening "as root: kill -9 on a full and a read-only tmpfs, a foreign-owned state dir"
 
 # The stack is stopped again at exit only if this script started it (a developer's running
 # stack stays up; up.sh restarts it either way, it is idempotent). STACK_KEEP_UP=1 keeps it.
@@ -52,20 +58,15 @@ ts=$(date +%s)
 stack_started=1
 tests/stack/up.sh
 
-step "cargo test --test stack_integration -- --ignored (real Postfix, Dovecot, OpenDKIM, Knot, Prometheus)"
-cargo test --locked --test stack_integration -- --ignored
-step "cargo test --test oauth_stack -- --ignored (XOAUTH2 through Postfix + Dovecot introspection on 127.0.0.1:18080)"
-cargo test --locked --test oauth_stack -- --ignored
-step "cargo test --test audit_knot -- --ignored (DNS audit against its own knotd and zones)"
-cargo test --locked --test audit_knot -- --ignored
-step "cargo test --test dashboards_live -- --ignored (every dashboard query and alert rule on a real Prometheus; serves 127.0.0.1:18080 too)"
-cargo test --locked --test dashboards_live -- --ignored
+ignored stack_integration "real Postfix, Dovecot, OpenDKIM, Knot, Prometheus"
+ignored oauth_stack "XOAUTH2 through Postfix + Dovecot introspection on 127.0.0.1:18080"
+ignored audit_knot "DNS audit against its own knotd and zones"
+ignored dashboards_live "every dashboard query and alert rule on a real Prometheus; serves 127.0.0.1:18080 too"
 # The deployment-file checks run promtool (installed with the stack), kubectl kustomize,
 # systemd-analyze and python3; install the Debian packages that are missing.
 need() { command -v "$1" > /dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2"; }; }
 need kubectl kubernetes-client; need systemd-analyze systemd; need python3 python3
-step "cargo test --test deploy_files -- --ignored (promtool test rules, kubectl kustomize, systemd-analyze verify)"
-cargo test --locked --test deploy_files -- --ignored
+ignored deploy_files "promtool test rules, kubectl kustomize, systemd-analyze verify"
 step "mail-stack part took $(( $(date +%s) - ts ))s"
 
 step "done in $(( $(date +%s) - t0 ))s"

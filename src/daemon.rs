@@ -304,9 +304,7 @@ async fn probe_once_inner(flags: &Flags, name: &str, json: bool) -> anyhow::Resu
             return Ok(ExitCode::from(1));
         }
     };
-    let result = prober
-        .probe(&mb, &template, &creds, Some(&permit))
-        .await;
+    let result = prober.probe(&mb, &template, &creds, Some(&permit)).await;
     log_result(&result);
     let (class, code) = match &result.failure {
         Some(f) => (Some(f.class), f.code.as_str()),

@@ -9,7 +9,7 @@
 # How: the PrometheusRule's `spec` has the same shape as a rule file (`groups:`), so the
 # rule file from its `groups:` line on is copied under `spec:`, indented by two spaces.
 # A uniform indent keeps every block scalar (`expr: |`) and comment intact.
-# tests/deploy_files.rs checks that both files parse to the same groups.
+# tests/integration/deploy_files.rs checks that both files parse to the same groups.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 src="$here/../prometheus/alerts.yml"

@@ -1,20 +1,14 @@
-//! A hostile SMTP server owned by the tests, and a way to run the real binary against it
-//! with bounds on time and memory.
+//! A hostile SMTP server owned by the tests.
 //!
 //! Each [`Mode`] is one way a server (broken, malicious, or echoing what it was sent)
 //! can misbehave. [`HostileServer::start`] serves one mode on a loopback port from a
-//! background runtime; [`run_measured`] runs `smtp-canary` as a child and reports its
-//! exit status, output, wall time and peak RSS (from `wait4`), so a test can assert the
-//! four things every mode must hold: a class, a time bound, a memory bound, and no secret
-//! in any output.
-
-#![allow(dead_code)]
+//! background runtime; `daemon::run_measured` runs `smtp-canary` against it, so a test
+//! can assert the four things every mode must hold: a class, a time bound, a memory
+//! bound, and no secret in any output.
 
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -188,15 +182,14 @@ pub struct HostileServer {
     pub addr: SocketAddr,
 }
 
-/// The TLS side of the STARTTLS modes: a server config, and one with a huge chain.
-pub struct Tls {
-    pub normal: Arc<rustls::ServerConfig>,
-    pub huge_chain: Arc<rustls::ServerConfig>,
-}
-
 impl HostileServer {
-    /// Serves `mode` on a fresh loopback port, on `rt`.
-    pub fn start(rt: &tokio::runtime::Runtime, mode: Mode, tls: Arc<Tls>) -> HostileServer {
+    /// Serves `mode` on a fresh loopback port, on `rt`. The modes that get as far as a
+    /// TLS handshake present `tls`.
+    pub fn start(
+        rt: &tokio::runtime::Runtime,
+        mode: Mode,
+        tls: Arc<rustls::ServerConfig>,
+    ) -> HostileServer {
         let listener = rt
             .block_on(TcpListener::bind("127.0.0.1:0"))
             .expect("bind hostile server");
@@ -218,7 +211,7 @@ impl HostileServer {
 
 type Res = std::io::Result<()>;
 
-async fn session(stream: TcpStream, mode: Mode, tls: Arc<Tls>) -> Res {
+async fn session(stream: TcpStream, mode: Mode, tls: Arc<rustls::ServerConfig>) -> Res {
     let _ = stream.set_nodelay(true);
     match mode {
         Mode::ResetAtGreeting => {
@@ -313,7 +306,11 @@ async fn session(stream: TcpStream, mode: Mode, tls: Arc<Tls>) -> Res {
     after_ehlo(conn, mode).await
 }
 
-async fn starttls(mut conn: BufReader<TcpStream>, mode: Mode, tls: &Tls) -> Res {
+async fn starttls(
+    mut conn: BufReader<TcpStream>,
+    mode: Mode,
+    tls: &Arc<rustls::ServerConfig>,
+) -> Res {
     match mode {
         Mode::StarttlsRefused => {
             conn.get_mut()
@@ -351,7 +348,7 @@ async fn starttls(mut conn: BufReader<TcpStream>, mode: Mode, tls: &Tls) -> Res 
             conn.get_mut()
                 .write_all(b"220 2.0.0 Ready to start TLS\r\n")
                 .await?;
-            let acceptor = tokio_rustls::TlsAcceptor::from(tls.huge_chain.clone());
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
             let _ = acceptor.accept(conn.into_inner()).await;
             Ok(())
         }
@@ -600,67 +597,5 @@ fn socket2_linger_zero(s: &std::net::TcpStream) -> Res {
         Ok(())
     } else {
         Err(std::io::Error::last_os_error())
-    }
-}
-
-/// What [`run_measured`] saw of the child.
-#[derive(Debug)]
-pub struct Measured {
-    /// The exit code, or `None` when killed at the deadline (or by a signal).
-    pub code: Option<i32>,
-    pub stdout: String,
-    pub stderr: String,
-    pub elapsed: Duration,
-    /// Peak resident set size, KiB: the child's `VmHWM`, last read just before it
-    /// exited (`ru_maxrss` would count the test process it was forked from).
-    pub max_rss_kib: i64,
-}
-
-/// Runs `cmd` (stdout and stderr to files in `dir`) and waits at most `deadline`, then
-/// kills it. Peak memory is the high-water mark the kernel keeps for the child, polled
-/// every few milliseconds while it runs.
-pub fn run_measured(mut cmd: Command, dir: &Path, deadline: Duration) -> Measured {
-    let tag = format!("{:08x}", rand::random::<u32>());
-    let out_path = dir.join(format!("out-{tag}"));
-    let err_path = dir.join(format!("err-{tag}"));
-    cmd.stdout(std::fs::File::create(&out_path).expect("stdout file"))
-        .stderr(std::fs::File::create(&err_path).expect("stderr file"));
-    let started = Instant::now();
-    let child = cmd.spawn().expect("spawn smtp-canary");
-    let pid = child.id() as libc::pid_t;
-    let mut status: libc::c_int = 0;
-    let mut killed = false;
-    let mut hwm = 0i64;
-    let status_file = format!("/proc/{pid}/status");
-    loop {
-        if let Some(kib) = std::fs::read_to_string(&status_file).ok().and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        }) {
-            hwm = kib;
-        }
-        // SAFETY: waitpid on our own child, with a valid out-pointer.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        if r == pid {
-            break;
-        }
-        if started.elapsed() > deadline && !killed {
-            // SAFETY: signalling our own child.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            killed = true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    // The child is reaped; std's handle must not wait again.
-    std::mem::forget(child);
-    let elapsed = started.elapsed();
-    let code = (!killed && libc::WIFEXITED(status)).then(|| libc::WEXITSTATUS(status));
-    Measured {
-        code,
-        stdout: std::fs::read_to_string(&out_path).unwrap_or_default(),
-        stderr: std::fs::read_to_string(&err_path).unwrap_or_default(),
-        elapsed,
-        max_rss_kib: hwm,
     }
 }

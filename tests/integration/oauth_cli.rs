@@ -4,62 +4,45 @@
 //! formats with a token endpoint, proving that no secret and no token appears in any log
 //! line, `/metrics`, `/`, or the probe command's JSON and text.
 
-mod oauth_support;
-
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use oauth_support::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_smtp-canary");
+use crate::support::daemon::{Daemon, Measured, run_within};
+use crate::support::files::write;
+use crate::support::fixtures::{CLIENT_ID, CLIENT_SECRET, HELO, SCOPE, USER};
+use crate::support::pki::TestPki;
+use crate::support::token_endpoint::TokenEndpoint;
+use crate::support::{serial, wait_until};
+
 const SECRET_ENV: &str = "OAUTH_TEST_CLIENT_SECRET";
 const REFRESH_ENV: &str = "OAUTH_TEST_REFRESH_TOKEN";
 const PASSWORD_ENV: &str = "OAUTH_TEST_PASSWORD";
 const CONFIGURED_RT: &str = "rt-configured-1-abcdefabcdef0123";
 const PASSWORD: &str = "Legacy-Basic-Pa55word!";
 
-fn envs() -> [(&'static str, &'static str); 3] {
-    [
-        (SECRET_ENV, CLIENT_SECRET),
-        (REFRESH_ENV, CONFIGURED_RT),
-        (PASSWORD_ENV, PASSWORD),
-    ]
-}
+const ENVS: [(&str, &str); 3] = [
+    (SECRET_ENV, CLIENT_SECRET),
+    (REFRESH_ENV, CONFIGURED_RT),
+    (PASSWORD_ENV, PASSWORD),
+];
 
 /// Runs the binary to completion (commands that end by themselves), with a deadline.
-async fn run(args: &[&str]) -> Output {
-    let mut c = tokio::process::Command::new(BIN);
-    c.args(args).envs(envs()).kill_on_drop(true);
-    tokio::time::timeout(Duration::from_secs(60), c.output())
-        .await
-        .expect("the command finished in time")
-        .expect("run smtp-canary")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn write(dir: &Path, name: &str, body: &str) -> std::path::PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, body).unwrap();
-    p
+fn run(args: &[&str]) -> Measured {
+    let m = run_within(args, &ENVS, Duration::from_secs(60));
+    assert!(!m.killed, "smtp-canary {args:?} did not finish in time");
+    m
 }
 
 #[tokio::test]
 async fn check_config_microsoft365_oauth_needs_only_the_documented_keys() {
+    let _serial = serial::shared().await;
     let dir = tempfile::tempdir().unwrap();
     // Exactly: provider, username, from, to, oauth2.tenant, client_id, client_secret_env.
     let minimal = write(
-        dir.path(),
-        "m365.yaml",
+        &dir.path().join("m365.yaml"),
         &format!(
             "mailboxes:
   - name: invoices-m365
@@ -74,9 +57,9 @@ async fn check_config_microsoft365_oauth_needs_only_the_documented_keys() {
 "
         ),
     );
-    let o = run(&["check-config", "--config.file", minimal.to_str().unwrap()]).await;
-    let out = text(&o);
-    assert_eq!(o.status.code(), Some(0), "{out}");
+    let o = run(&["check-config", "--config.file", minimal.to_str().unwrap()]);
+    let out = o.text();
+    assert_eq!(o.code(), Some(0), "{out}");
     assert!(out.contains("smtp.office365.com:587 starttls"), "{out}");
     assert!(
         out.contains("XOAUTH2 as invoices@contoso.com (client_credentials, token endpoint https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token)"),
@@ -87,20 +70,18 @@ async fn check_config_microsoft365_oauth_needs_only_the_documented_keys() {
 
     // Without the secret it is invalid, and the error names the keys to use.
     let no_secret = write(
-        dir.path(),
-        "nosecret.yaml",
+        &dir.path().join("nosecret.yaml"),
         &std::fs::read_to_string(&minimal)
             .unwrap()
             .replace(&format!("      client_secret_env: {SECRET_ENV}\n"), ""),
     );
-    let o = run(&["check-config", "--config.file", no_secret.to_str().unwrap()]).await;
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(text(&o).contains("client_secret_env"), "{}", text(&o));
+    let o = run(&["check-config", "--config.file", no_secret.to_str().unwrap()]);
+    assert_eq!(o.code(), Some(2), "{}", o.text());
+    assert!(o.text().contains("client_secret_env"), "{}", o.text());
 
     // A Microsoft 365 mailbox on a password is a Basic-auth retirement finding.
     let password = write(
-        dir.path(),
-        "password.yaml",
+        &dir.path().join("password.yaml"),
         &format!(
             "mailboxes:
   - name: legacy-m365
@@ -112,10 +93,10 @@ async fn check_config_microsoft365_oauth_needs_only_the_documented_keys() {
 "
         ),
     );
-    let o = run(&["check-config", "--config.file", password.to_str().unwrap()]).await;
-    let out = text(&o);
+    let o = run(&["check-config", "--config.file", password.to_str().unwrap()]);
+    let out = o.text();
     assert_eq!(
-        o.status.code(),
+        o.code(),
         Some(0),
         "a finding is a warning, the config is valid: {out}"
     );
@@ -128,13 +109,13 @@ async fn check_config_microsoft365_oauth_needs_only_the_documented_keys() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probe_microsoft365_oauth_mailbox_with_the_token_url_overridden() {
+    let _serial = serial::shared().await;
     let ep = TokenEndpoint::start().await;
     let pki = TestPki::new();
-    let smtp = start_smtp(&ep, &pki, true).await;
+    let smtp = ep.start_smtp(&pki, true).await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = write(
-        dir.path(),
-        "c.yaml",
+        &dir.path().join("c.yaml"),
         &format!(
             "mailboxes:
   - name: invoices-m365
@@ -168,11 +149,10 @@ async fn probe_microsoft365_oauth_mailbox_with_the_token_url_overridden() {
         state.to_str().unwrap(),
         "--log.level",
         "debug",
-    ])
-    .await;
-    let out = text(&o);
-    assert_eq!(o.status.code(), Some(0), "{out}");
-    let json: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    ]);
+    let out = o.text();
+    assert_eq!(o.code(), Some(0), "{out}");
+    let json: serde_json::Value = serde_json::from_str(&o.stdout).expect("JSON");
     assert_eq!(json["success"], true, "{out}");
     assert_eq!(json["auth_mechanism"], "XOAUTH2");
     assert!(json["phases"]["oauth_token"].is_number(), "{out}");
@@ -284,85 +264,56 @@ mailboxes:
     )
 }
 
-/// Runs the daemon until every mailbox was probed once; returns (logs, /metrics, /).
-async fn daemon_run(cfg: &Path, state: &Path, format: &str) -> (String, String, String) {
-    let port = free_port();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let log_path = state.join(format!("daemon-{format}.log"));
-    std::fs::create_dir_all(state).unwrap();
-    let log = std::fs::File::create(&log_path).unwrap();
-    let mut child = Command::new(BIN)
-        .args([
-            "--config.file",
-            cfg.to_str().unwrap(),
-            "--state.dir",
-            state.to_str().unwrap(),
-            "--web.listen-address",
-            &addr.to_string(),
+/// Runs the daemon until every mailbox was probed once (or 30 s passed); returns
+/// (logs, /metrics, /), each the whole HTTP response.
+fn daemon_run(cfg: &Path, state: &Path, format: &str) -> (String, String, String) {
+    let mut d = Daemon::start_with_log(
+        cfg,
+        state,
+        &state.join(format!("daemon-{format}.log")),
+        &[
             "--log.level",
             "debug",
             "--log.format",
             format,
             "--probe.immediate",
-            // Nothing answers there: the DNS audit of the from domains stays on loopback.
-            "--dns-server",
-            "127.0.0.1:9",
-        ])
-        .envs(envs())
-        .stdout(Stdio::from(log.try_clone().unwrap()))
-        .stderr(Stdio::from(log))
-        .spawn()
-        .expect("start the daemon");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut metrics = String::new();
-    while Instant::now() < deadline {
-        let got = tokio::task::spawn_blocking(move || http_get(addr, "/metrics"))
-            .await
-            .unwrap();
-        if let Some(m) = got {
-            let done = [
-                "oauth-ok",
-                "oauth-invalid-client",
-                "oauth-refresh",
-                "legacy-m365",
-            ]
-            .iter()
-            .all(|mb| m.contains(&format!("smtp_canary_probes_total{{mailbox=\"{mb}\"}} 1")));
-            metrics = m;
-            if done {
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let status = tokio::task::spawn_blocking(move || http_get(addr, "/"))
-        .await
-        .unwrap()
-        .unwrap_or_default();
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let waited = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap();
-    let logs = std::fs::read_to_string(&log_path).unwrap();
-    assert!(
-        waited.is_ok_and(|s| s.success()),
-        "the daemon exits 0 on SIGTERM:\n{logs}"
+        ],
+        &ENVS,
     );
+    let mut metrics = String::new();
+    wait_until(Duration::from_secs(30), || {
+        let m = d.request("GET", "/metrics", &[])?.raw;
+        let done = [
+            "oauth-ok",
+            "oauth-invalid-client",
+            "oauth-refresh",
+            "legacy-m365",
+        ]
+        .iter()
+        .all(|mb| m.contains(&format!("smtp_canary_probes_total{{mailbox=\"{mb}\"}} 1")));
+        metrics = m;
+        done.then_some(())
+    });
+    let status = d
+        .request("GET", "/", &[])
+        .map(|r| r.raw)
+        .unwrap_or_default();
+    let (exit, _) = d.terminate();
+    let logs = d.log();
+    assert!(exit.success(), "the daemon exits 0 on SIGTERM:\n{logs}");
     (logs, metrics, status)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_and_probe_at_debug_level_leak_no_secret_or_token() {
+    let _serial = serial::shared().await;
     let ep = TokenEndpoint::start().await;
     ep.set_rotate(true);
     let pki = TestPki::new();
-    let smtp = start_smtp(&ep, &pki, true).await;
+    let smtp = ep.start_smtp(&pki, true).await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = write(
-        dir.path(),
-        "c.yaml",
+        &dir.path().join("c.yaml"),
         &daemon_config(&ep, &pki, smtp.local_addr().port()),
     );
     let state = dir.path().join("state");
@@ -371,7 +322,7 @@ async fn daemon_and_probe_at_debug_level_leak_no_secret_or_token() {
     let mut outputs = Vec::new();
 
     for format in ["logfmt", "json"] {
-        let (logs, metrics, status) = daemon_run(&cfg, &state, format).await;
+        let (logs, metrics, status) = daemon_run(&cfg, &state, format);
         for (mb, series) in [
             (
                 "oauth-ok",
@@ -450,16 +401,15 @@ async fn daemon_and_probe_at_debug_level_leak_no_secret_or_token() {
         s,
         "--log.level",
         "debug",
-    ])
-    .await;
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    ]);
+    assert_eq!(o.code(), Some(0), "{}", o.text());
     let req = ep.recorded()[before].clone();
     assert_eq!(
         req.form.get("refresh_token"),
         Some(&last_rotated),
         "the stored rotated token was used"
     );
-    outputs.push(("probe oauth-refresh text".into(), text(&o)));
+    outputs.push(("probe oauth-refresh text".into(), o.text()));
 
     for (name, format) in [
         ("oauth-ok", "json"),
@@ -480,11 +430,10 @@ async fn daemon_and_probe_at_debug_level_leak_no_secret_or_token() {
             "debug",
             "--log.format",
             "json",
-        ])
-        .await;
-        let out = text(&o);
+        ]);
+        let out = o.text();
         if name == "oauth-invalid-client" {
-            assert_eq!(o.status.code(), Some(1), "{out}");
+            assert_eq!(o.code(), Some(1), "{out}");
             assert!(out.contains("oauth_token"), "{out}");
             assert!(
                 out.contains(
@@ -493,12 +442,12 @@ async fn daemon_and_probe_at_debug_level_leak_no_secret_or_token() {
                 "{out}"
             );
         } else {
-            assert_eq!(o.status.code(), Some(0), "{out}");
+            assert_eq!(o.code(), Some(0), "{out}");
         }
         outputs.push((format!("probe {name} {format}"), out));
     }
-    let check = run(&["check-config", "--config.file", c]).await;
-    outputs.push(("check-config".into(), text(&check)));
+    let check = run(&["check-config", "--config.file", c]);
+    outputs.push(("check-config".into(), check.text()));
 
     let refs: Vec<(&str, String)> = outputs
         .iter()

@@ -4,77 +4,50 @@
 //!
 //! Each test starts its own knotd from a config in a temporary directory and kills it on
 //! drop; the shared stack in `tests/stack/` (and its Knot on port 5353) is never touched.
-//! Run with `cargo test --test audit_knot -- --ignored` (knotd is the Debian package
-//! `knot`, which `tests/stack/up.sh` installs).
+//! Run with `cargo test --test integration -- --ignored audit_knot::` (knotd is the
+//! Debian package `knot`, which `tests/stack/up.sh` installs).
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use smtp_canary::audit::{AuditOptions, Auditor, CHECKS, DomainReport, Severity, Target};
-use smtp_canary::config::Provider;
-use smtp_canary::metrics::Metrics;
-use smtp_canary::probe::Resolver;
+use smtp_canary::{
+    audit::{
+        AuditOptions, Auditor, CHECKS, DomainReport, Severity, Target, add_basic_auth_findings,
+    },
+    config::{self, Provider},
+    metrics::Metrics,
+    probe::{Resolver, parse_dns_server},
+};
+
+use crate::support::daemon::{ChildGuard, Daemon, run};
+use crate::support::dns::{responder, soa_query};
+use crate::support::ports::free_udp_and_tcp_port;
+use crate::support::{repo, serial, tool};
 
 /// A knotd serving `tests/audit_zones/` on 127.0.0.1, killed on drop.
 struct Knot {
-    child: Child,
+    _child: ChildGuard,
     addr: SocketAddr,
     dir: tempfile::TempDir,
 }
 
-fn knotd_binary() -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin".into(), "/usr/local/sbin".into()])
-        .map(|d| d.join("knotd"))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "knotd is not installed: these tests need the Debian package `knot` \
-                 (sudo tests/stack/up.sh installs it, or apt-get install knot)"
-            )
-        })
-}
-
-/// A loopback port free for both UDP and TCP right now.
-fn free_port() -> u16 {
-    for _ in 0..50 {
-        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind a UDP socket on loopback");
-        let port = udp.local_addr().expect("local address").port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no loopback port free for both UDP and TCP");
-}
-
-/// A DNS query for `name` SOA, as bytes.
-fn soa_query(id: u16, name: &str) -> Vec<u8> {
-    let mut q = id.to_be_bytes().to_vec();
-    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
-    for label in name.split('.').filter(|l| !l.is_empty()) {
-        q.push(label.len() as u8);
-        q.extend_from_slice(label.as_bytes());
-    }
-    q.extend_from_slice(&[0, 0, 6, 0, 1]);
-    q
-}
-
 impl Knot {
     fn start() -> Knot {
-        let knotd = knotd_binary();
+        let knotd = tool(
+            "knotd",
+            "the Debian package `knot`: sudo tests/stack/up.sh installs it",
+        );
         let dir = tempfile::tempdir().expect("tempdir");
         let zones = dir.path().join("zones");
         for sub in ["zones", "run", "db"] {
             std::fs::create_dir_all(dir.path().join(sub)).expect("create knot dirs");
         }
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/audit_zones");
+        let src = repo().join("tests/audit_zones");
         let mut names = Vec::new();
         for entry in std::fs::read_dir(&src).expect("tests/audit_zones") {
             let path = entry.expect("zone entry").path();
@@ -89,7 +62,7 @@ impl Knot {
             }
         }
         for attempt in 0..5 {
-            let port = free_port();
+            let port = free_udp_and_tcp_port();
             let conf = dir.path().join("knot.conf");
             let zone_list: String = names.iter().map(|z| format!("  - domain: {z}\n")).collect();
             std::fs::write(
@@ -107,23 +80,19 @@ impl Knot {
             )
             .expect("write knot.conf");
             let log_path = dir.path().join(format!("knot-{attempt}.log"));
-            let log = std::fs::File::create(&log_path).expect("knot log");
-            let mut child = Command::new(&knotd)
-                .arg("-c")
-                .arg(&conf)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {}: {e}", knotd.display()));
+            let mut child =
+                ChildGuard::spawn("knotd", Command::new(&knotd).arg("-c").arg(&conf), log_path);
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
             if wait_ready(&mut child, addr) {
-                return Knot { child, addr, dir };
+                return Knot {
+                    _child: child,
+                    addr,
+                    dir,
+                };
             }
-            let _ = child.kill();
-            let _ = child.wait();
             // Another process may have taken the port in between: try another one.
-            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let log = child.log();
+            drop(child);
             eprintln!("knotd attempt {attempt} on port {port} did not come up:\n{log}");
         }
         panic!("knotd did not start on a free loopback port after 5 attempts (see the logs above)");
@@ -135,14 +104,14 @@ impl Knot {
 }
 
 /// Polls with an SOA query for `test.` until knotd answers it (up to 10 s).
-fn wait_ready(child: &mut Child, addr: SocketAddr) -> bool {
+fn wait_ready(child: &mut ChildGuard, addr: SocketAddr) -> bool {
     let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
     sock.set_read_timeout(Some(Duration::from_millis(200)))
         .expect("timeout");
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut id = 1u16;
     while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
+        if child.exited() {
             return false;
         }
         id = id.wrapping_add(1);
@@ -159,55 +128,22 @@ fn wait_ready(child: &mut Child, addr: SocketAddr) -> bool {
     false
 }
 
-impl Drop for Knot {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A UDP (and TCP) DNS server on loopback that answers every query with SERVFAIL, or
-/// (`answer: false`) reads queries and never answers.
-struct Responder {
-    addr: SocketAddr,
-    _udp: tokio::task::JoinHandle<()>,
-    _tcp: tokio::net::TcpListener,
-}
-
-async fn responder(answer: bool) -> Responder {
-    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0")
+/// `targets` audited with the default options through the DNS server at `dns`.
+async fn audit(dns: &str, targets: &[Target]) -> Vec<DomainReport> {
+    auditor(dns, AuditOptions::default())
+        .audit_all(targets)
         .await
-        .expect("bind UDP");
-    let addr = udp.local_addr().expect("addr");
-    // TCP on the same port accepts into the backlog and never reads: a black hole for
-    // hickory's TCP fallback too, rather than a quick "connection refused".
-    let tcp = tokio::net::TcpListener::bind(addr).await.expect("bind TCP");
-    let task = tokio::spawn(async move {
-        let mut buf = [0u8; 1500];
-        while let Ok((n, peer)) = udp.recv_from(&mut buf).await {
-            if !answer || n < 12 {
-                continue;
-            }
-            // Same id and question, QR=1, RA=1, RCODE=2 (SERVFAIL), no records.
-            let mut reply = buf[..n].to_vec();
-            reply[2] = 0x80 | (buf[2] & 0x01);
-            reply[3] = 0x80 | 2;
-            reply[6..12].fill(0);
-            // Drop any EDNS OPT record from the question copy.
-            reply[10] = 0;
-            reply[11] = 0;
-            let _ = udp.send_to(&reply, peer).await;
-        }
-    });
-    Responder {
-        addr,
-        _udp: task,
-        _tcp: tcp,
+}
+
+impl Knot {
+    /// `targets` audited with the default options against this server.
+    async fn audit(&self, targets: &[Target]) -> Vec<DomainReport> {
+        audit(&self.dns(), targets).await
     }
 }
 
 fn auditor(dns: &str, opts: AuditOptions) -> Auditor {
-    let addr = smtp_canary::probe::parse_dns_server(dns).expect("dns server");
+    let addr = parse_dns_server(dns).expect("dns server");
     let resolver = Resolver::new(Some(addr)).expect("resolver");
     Auditor::new(resolver.hickory().clone(), opts)
 }
@@ -231,90 +167,52 @@ fn describe(r: &DomainReport) -> String {
 use Provider::{Generic, Microsoft365};
 use Severity::{Error, Info, Warning};
 
-/// Every broken domain of the zone, how it is audited, and exactly what it must show.
+/// Every broken domain of the zone, how it is audited (provider, DKIM selectors), and
+/// the one finding it must show, if any.
+/// A domain, its provider and DKIM selectors, and the one finding it must show.
+type Row = (
+    &'static str,
+    Provider,
+    &'static [&'static str],
+    Option<(&'static str, Severity)>,
+);
+
 fn cases() -> Vec<(Target, Vec<(&'static str, Severity)>)> {
-    let s1 = &["s1"][..];
-    vec![
-        (
-            target("lookups.test", Generic, s1),
-            vec![("spf.too_many_lookups", Error)],
-        ),
-        (
-            target("loop.test", Generic, s1),
-            vec![("spf.too_many_lookups", Error)],
-        ),
-        (
-            target("twospf.test", Generic, s1),
-            vec![("spf.multiple", Error)],
-        ),
-        (
-            target("spfsyntax.test", Generic, s1),
-            vec![("spf.syntax", Error)],
-        ),
-        (
-            target("void.test", Generic, s1),
-            vec![("spf.void_lookups", Error)],
-        ),
-        (
-            target("plusall.test", Generic, s1),
-            vec![("spf.permissive_all", Error)],
-        ),
-        (
-            target("noall.test", Generic, s1),
-            vec![("spf.no_all", Warning)],
-        ),
-        (
-            target("nospf.test", Generic, s1),
-            vec![("spf.missing", Error)],
-        ),
-        (
-            target("noprovider.test", Microsoft365, &[]),
-            vec![("spf.provider_not_authorized", Error)],
-        ),
-        (
-            target("revoked.test", Generic, s1),
-            vec![("dkim.revoked", Error)],
-        ),
-        (
-            target("weak.test", Generic, s1),
-            vec![("dkim.weak_key", Warning)],
-        ),
-        (
-            target("tiny.test", Generic, s1),
-            vec![("dkim.weak_key", Error)],
-        ),
-        (
-            target("nodkim.test", Generic, s1),
-            vec![("dkim.missing", Error)],
-        ),
-        (
-            target("m365nokeys.test", Microsoft365, &[]),
-            vec![("dkim.missing", Error)],
-        ),
-        (
-            target("dkimsyntax.test", Generic, s1),
-            vec![("dkim.syntax", Error)],
-        ),
-        (
-            target("nodmarc.test", Generic, s1),
-            vec![("dmarc.missing", Error)],
-        ),
-        (
-            target("twodmarc.test", Generic, s1),
-            vec![("dmarc.multiple", Error)],
-        ),
-        (
-            target("dmarcsyntax.test", Generic, s1),
-            vec![("dmarc.syntax", Error)],
-        ),
-        (
-            target("pnone.test", Generic, s1),
-            vec![("dmarc.policy_none", Warning)],
-        ),
-        (target("nomx.test", Generic, s1), vec![("mx.missing", Info)]),
-        (target("sub.fallback.test", Generic, s1), vec![]),
-        (target("legacy.test", Microsoft365, &[]), vec![]),
-    ]
+    const S1: &[&str] = &["s1"];
+    const NONE: &[&str] = &[];
+    #[rustfmt::skip]
+    let rows: [Row; 22] = [
+        ("lookups.test",      Generic,      S1,   Some(("spf.too_many_lookups", Error))),
+        ("loop.test",         Generic,      S1,   Some(("spf.too_many_lookups", Error))),
+        ("twospf.test",       Generic,      S1,   Some(("spf.multiple", Error))),
+        ("spfsyntax.test",    Generic,      S1,   Some(("spf.syntax", Error))),
+        ("void.test",         Generic,      S1,   Some(("spf.void_lookups", Error))),
+        ("plusall.test",      Generic,      S1,   Some(("spf.permissive_all", Error))),
+        ("noall.test",        Generic,      S1,   Some(("spf.no_all", Warning))),
+        ("nospf.test",        Generic,      S1,   Some(("spf.missing", Error))),
+        ("noprovider.test",   Microsoft365, NONE, Some(("spf.provider_not_authorized", Error))),
+        ("revoked.test",      Generic,      S1,   Some(("dkim.revoked", Error))),
+        ("weak.test",         Generic,      S1,   Some(("dkim.weak_key", Warning))),
+        ("tiny.test",         Generic,      S1,   Some(("dkim.weak_key", Error))),
+        ("nodkim.test",       Generic,      S1,   Some(("dkim.missing", Error))),
+        ("m365nokeys.test",   Microsoft365, NONE, Some(("dkim.missing", Error))),
+        ("dkimsyntax.test",   Generic,      S1,   Some(("dkim.syntax", Error))),
+        ("nodmarc.test",      Generic,      S1,   Some(("dmarc.missing", Error))),
+        ("twodmarc.test",     Generic,      S1,   Some(("dmarc.multiple", Error))),
+        ("dmarcsyntax.test",  Generic,      S1,   Some(("dmarc.syntax", Error))),
+        ("pnone.test",        Generic,      S1,   Some(("dmarc.policy_none", Warning))),
+        ("nomx.test",         Generic,      S1,   Some(("mx.missing", Info))),
+        ("sub.fallback.test", Generic,      S1,   None),
+        ("legacy.test",       Microsoft365, NONE, None),
+    ];
+    rows.into_iter()
+        .map(|(domain, provider, selectors, finding)| {
+            (
+                target(domain, provider, selectors),
+                finding.into_iter().collect(),
+            )
+        })
+        .collect()
 }
 
 fn good() -> Target {
@@ -341,19 +239,18 @@ fn legacy_config(dir: &Path) -> PathBuf {
 #[tokio::test]
 #[ignore = "needs knotd (tests/stack/up.sh installs it)"]
 async fn every_finding_appears_and_none_for_the_good_domain() {
+    let _serial = serial::shared().await;
     let knot = Knot::start();
     let cases = cases();
     let mut targets: Vec<Target> = cases.iter().map(|(t, _)| t.clone()).collect();
     targets.push(good());
-    let reports = auditor(&knot.dns(), AuditOptions::default())
-        .audit_all(&targets)
-        .await;
-    let cfg = smtp_canary::config::load(&legacy_config(knot.dir.path())).expect("config");
+    let reports = audit(&knot.dns(), &targets).await;
+    let cfg = config::load(&legacy_config(knot.dir.path())).expect("config");
 
     let mut seen: BTreeSet<&'static str> = BTreeSet::new();
     for ((t, want), r) in cases.iter().zip(&reports) {
         let mut r = r.clone();
-        smtp_canary::audit::add_basic_auth_findings(&mut r, &cfg);
+        add_basic_auth_findings(&mut r, &cfg);
         assert!(r.complete(), "{}: {:?}", t.domain, r.errors);
         let mut want = want.clone();
         if t.domain == "legacy.test" {
@@ -376,15 +273,13 @@ async fn every_finding_appears_and_none_for_the_good_domain() {
 #[tokio::test]
 #[ignore = "needs knotd (tests/stack/up.sh installs it)"]
 async fn good_domain_details_and_fallback() {
-    let knot = Knot::start();
+    let _serial = serial::shared().await;
     let targets = [
         good(),
         target("sub.fallback.test", Generic, &[]),
         target("lookups.test", Generic, &[]),
     ];
-    let reports = auditor(&knot.dns(), AuditOptions::default())
-        .audit_all(&targets)
-        .await;
+    let reports = Knot::start().audit(&targets).await;
     let j = reports[0].to_json();
     assert_eq!(j["spf"]["record"], "v=spf1 include:_spf.example.test -all");
     // include:_spf.example.test, then include:spf.protection.outlook.com inside it.
@@ -430,14 +325,12 @@ async fn good_domain_details_and_fallback() {
 #[tokio::test]
 #[ignore = "needs knotd (tests/stack/up.sh installs it)"]
 async fn nxdomain_is_an_answer_and_servfail_is_not() {
-    let knot = Knot::start();
+    let _serial = serial::shared().await;
     let targets = [
         target("gone.test", Generic, &[]),
         target("servfail.test", Generic, &[]),
     ];
-    let reports = auditor(&knot.dns(), AuditOptions::default())
-        .audit_all(&targets)
-        .await;
+    let reports = Knot::start().audit(&targets).await;
     let gone = &reports[0];
     assert!(gone.complete(), "NXDOMAIN is an answer: {:?}", gone.errors);
     assert_eq!(
@@ -471,12 +364,11 @@ fn metrics_text(m: &Metrics) -> String {
 #[tokio::test]
 #[ignore = "needs knotd (tests/stack/up.sh installs it)"]
 async fn servfail_and_timeout_keep_the_last_good_findings() {
+    let _serial = serial::shared().await;
     let knot = Knot::start();
     let metrics = Metrics::new();
     let t = target("pnone.test", Generic, &["s1"]);
-    let good = auditor(&knot.dns(), AuditOptions::default())
-        .audit_all(std::slice::from_ref(&t))
-        .await;
+    let good = audit(&knot.dns(), std::slice::from_ref(&t)).await;
     metrics.record_audit(&good[0]);
     let finding = r#"smtp_canary_audit_finding{check="dmarc.policy_none",domain="pnone.test",severity="warning"} 1"#;
     let text = metrics_text(&metrics);
@@ -498,11 +390,23 @@ async fn servfail_and_timeout_keep_the_last_good_findings() {
         "{text}"
     );
 
+    // A failed audit is recorded as one, and the last good findings stay.
+    let keeps_the_last_findings = |r: &DomainReport| {
+        metrics.record_audit(r);
+        let text = metrics_text(&metrics);
+        assert!(
+            text.contains(r#"smtp_canary_audit_success{domain="pnone.test"} 0"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(finding),
+            "the last good findings stay: {text}"
+        );
+    };
+
     // SERVFAIL for everything.
     let servfail = responder(true).await;
-    let r = auditor(&servfail.addr.to_string(), AuditOptions::default())
-        .audit_all(std::slice::from_ref(&t))
-        .await;
+    let r = audit(&servfail.addr.to_string(), std::slice::from_ref(&t)).await;
     assert!(!r[0].complete());
     assert!(
         r[0].errors
@@ -511,16 +415,7 @@ async fn servfail_and_timeout_keep_the_last_good_findings() {
         "{:?}",
         r[0].errors
     );
-    metrics.record_audit(&r[0]);
-    let text = metrics_text(&metrics);
-    assert!(
-        text.contains(r#"smtp_canary_audit_success{domain="pnone.test"} 0"#),
-        "{text}"
-    );
-    assert!(
-        text.contains(finding),
-        "the last good findings stay: {text}"
-    );
+    keeps_the_last_findings(&r[0]);
 
     // A server that never answers: every query hits its deadline, the audit its own.
     let hole = responder(false).await;
@@ -547,13 +442,7 @@ async fn servfail_and_timeout_keep_the_last_good_findings() {
         "{:?}",
         r[0].errors
     );
-    metrics.record_audit(&r[0]);
-    let text = metrics_text(&metrics);
-    assert!(
-        text.contains(r#"smtp_canary_audit_success{domain="pnone.test"} 0"#),
-        "{text}"
-    );
-    assert!(text.contains(finding), "{text}");
+    keeps_the_last_findings(&r[0]);
     assert!(
         text.contains(r#"smtp_canary_dkim_key_bits{domain="pnone.test",selector="s1"} 2048"#),
         "{text}"
@@ -563,6 +452,7 @@ async fn servfail_and_timeout_keep_the_last_good_findings() {
 #[tokio::test]
 #[ignore = "needs knotd (tests/stack/up.sh installs it)"]
 async fn changed_findings_replace_stale_series_but_not_basic_auth() {
+    let _serial = serial::shared().await;
     let knot = Knot::start();
     let metrics = Arc::new(Metrics::new());
     // The OAuth work owns this series; the audit must leave it alone.
@@ -591,35 +481,41 @@ async fn changed_findings_replace_stale_series_but_not_basic_auth() {
 }
 
 fn binary(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_smtp-canary"))
-        .args(args)
-        .env("NO_COLOR", "")
-        .output()
-        .expect("run smtp-canary")
+    run(args, &[("NO_COLOR", "")])
 }
 
 #[test]
 #[ignore = "needs knotd (tests/stack/up.sh installs it)"]
 fn the_binary_prints_the_contract_json() {
+    let _serial = serial::shared_blocking();
     let knot = Knot::start();
     let dns = knot.dns();
     let no_config = knot.dir.path().join("absent.yaml");
     let no_config = no_config.to_str().expect("utf-8 path");
+    // `audit ARGS` against the test's knotd, with `config`.
+    let audit = |args: &[&str], config: &str| {
+        binary(
+            &[
+                &["audit"],
+                args,
+                &["--dns-server", &dns, "--config.file", config],
+            ]
+            .concat(),
+        )
+    };
     // The Done-when: `audit example.test --dns-server 127.0.0.1:PORT --format json`.
-    let out = binary(&[
-        "audit",
-        "example.test",
-        "--provider",
-        "microsoft365",
-        "--dkim-selector",
-        "ed",
-        "--dns-server",
-        &dns,
-        "--format",
-        "json",
-        "--config.file",
+    let out = audit(
+        &[
+            "example.test",
+            "--provider",
+            "microsoft365",
+            "--dkim-selector",
+            "ed",
+            "--format",
+            "json",
+        ],
         no_config,
-    ]);
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -652,18 +548,16 @@ fn the_binary_prints_the_contract_json() {
 
     // Several domains: an array, exit 1 (errors), a config adds the Basic-auth finding.
     let config = legacy_config(knot.dir.path());
-    let out = binary(&[
-        "audit",
-        "nodmarc.test",
-        "weak.test",
-        "legacy.test",
-        "--dns-server",
-        &dns,
-        "--format",
-        "json",
-        "--config.file",
+    let out = audit(
+        &[
+            "nodmarc.test",
+            "weak.test",
+            "legacy.test",
+            "--format",
+            "json",
+        ],
         config.to_str().expect("utf-8 path"),
-    ]);
+    );
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -689,16 +583,7 @@ fn the_binary_prints_the_contract_json() {
     assert_eq!(j[2]["dkim"][0]["bits"], 2048);
 
     // Warnings only: exit 0. Text: one line per check, no colour when not a terminal.
-    let out = binary(&[
-        "audit",
-        "pnone.test",
-        "--dkim-selector",
-        "s1",
-        "--dns-server",
-        &dns,
-        "--config.file",
-        no_config,
-    ]);
+    let out = audit(&["pnone.test", "--dkim-selector", "s1"], no_config);
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(
@@ -713,16 +598,7 @@ fn the_binary_prints_the_contract_json() {
     assert!(!text.contains('\x1b'), "{text}");
 
     // SERVFAIL: exit 1 with the error in the JSON.
-    let out = binary(&[
-        "audit",
-        "servfail.test",
-        "--dns-server",
-        &dns,
-        "--format",
-        "json",
-        "--config.file",
-        no_config,
-    ]);
+    let out = audit(&["servfail.test", "--format", "json"], no_config);
     assert_eq!(out.status.code(), Some(1));
     let j: Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert!(
@@ -740,28 +616,10 @@ fn the_binary_prints_the_contract_json() {
     }
 }
 
-/// GET `path` from 127.0.0.1:`port` (HTTP/1.0, the whole body).
-fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
-    Some(body)
-}
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 #[ignore = "needs knotd (tests/stack/up.sh installs it)"]
 fn the_daemon_exports_the_audit_metrics() {
+    let _serial = serial::shared_blocking();
     let knot = Knot::start();
     let dir = knot.dir.path();
     let config = dir.join("daemon.yaml");
@@ -773,28 +631,12 @@ fn the_daemon_exports_the_audit_metrics() {
          dkim_selectors: [ed]\n    - domain: pnone.test\n      dkim_selectors: [s1]\n",
     )
     .expect("write config");
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let state = dir.join("state");
-    let child = Command::new(env!("CARGO_BIN_EXE_smtp-canary"))
-        .args([
-            "--config.file",
-            config.to_str().expect("utf-8"),
-            "--web.listen-address",
-            &listen,
-        ])
-        .args([
-            "--state.dir",
-            state.to_str().expect("utf-8"),
-            "--dns-server",
-            &knot.dns(),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the daemon");
-    let _daemon = Daemon(child);
+    let daemon = Daemon::start(
+        &config,
+        &dir.join("state"),
+        &["--dns-server", &knot.dns()],
+        &[],
+    );
     let want = [
         r#"smtp_canary_audit_success{domain="example.test"} 1"#,
         r#"smtp_canary_audit_success{domain="pnone.test"} 1"#,
@@ -808,7 +650,7 @@ fn the_daemon_exports_the_audit_metrics() {
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut last = String::new();
     while Instant::now() < deadline {
-        if let Some(body) = http_get(port, "/metrics") {
+        if let Some((_, body)) = daemon.get("/metrics") {
             if want.iter().all(|w| body.contains(w)) {
                 let good_findings: Vec<&str> = body
                     .lines()

@@ -1,30 +1,63 @@
 //! The real prober against the in-process scriptable SMTP server: the happy path with
 //! STARTTLS and implicit TLS, every failure class of the contract that needs no OAuth,
 //! phase timings against injected delays, hostile servers, redaction and the JSON form.
+//!
+//! Most failure classes are one row of [`failures!`]: a scripted server, the mailbox
+//! probing it, the class, phase and code the probe must end in, and what else the row
+//! asserts.
 
-mod common;
-
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
-use smtp_canary::classify::Class;
-use smtp_canary::config::{Mechanism, Provider, Security};
-use smtp_canary::demo::Pki;
-use smtp_canary::demo::server::{Action, Mechanism as ServerMechanism, Script, Stage};
-use smtp_canary::probe::{Phase, ProbeResult};
+use smtp_canary::{
+    classify::Class,
+    config::{Mailbox, Mechanism, Provider, Security},
+    demo::{
+        Pki, SmtpServer,
+        server::{Action, Mechanism as ServerMechanism, Script, ServerHandle, Stage},
+    },
+    probe::{Phase, ProbeResult, Prober},
+};
 
-use common::*;
+use crate::support::dns::nxdomain_responder;
+use crate::support::fixtures::{
+    FROM, PASSWORD, TO, USER, assert_failure, assert_success, describe, mailbox, ms, phase_names,
+    probe, probe_timed, probe_timed_with, prober, prober_with_dns,
+};
+use crate::support::pki::{self, TestPki};
+use crate::support::ports::closed_port;
+use crate::support::relay::counting_proxy;
+use crate::support::serial;
 
 const MS: Duration = Duration::from_millis(1);
+
+/// A mailbox for `server`, trusting `pki`, changed by `f`.
+fn mailbox_with(
+    name: &str,
+    server: &ServerHandle,
+    pki: &TestPki,
+    f: impl FnOnce(&mut Mailbox),
+) -> Mailbox {
+    mailbox(name, server.local_addr().port())
+        .ca(pki.ca_path())
+        .with(f)
+        .build()
+}
+
+/// A mailbox whose probe fails before any TLS: the CA file does not exist.
+fn mailbox_without_tls(name: &str, port: u16) -> Mailbox {
+    mailbox(name, port).ca(Path::new("/nonexistent")).build()
+}
 
 // ---------------------------------------------------------------------------------------
 // 1. Happy path
 // ---------------------------------------------------------------------------------------
 
 /// What every successful STARTTLS probe must show, whatever the mechanism.
-fn check_delivered(r: &ProbeResult, server: &smtp_canary::demo::ServerHandle, mailbox: &str) {
+fn check_delivered(r: &ProbeResult, server: &ServerHandle, mailbox: &str) {
     assert_success(r);
     assert_eq!(
         phase_names(r),
@@ -113,17 +146,40 @@ fn check_delivered(r: &ProbeResult, server: &smtp_canary::demo::ServerHandle, ma
     }
 }
 
+/// `server` (built on `pki`) probed once by mailbox `name` changed by `f`: it must be
+/// delivered ([`check_delivered`]) with `mechanism`.
+async fn delivers(
+    name: &str,
+    pki: &TestPki,
+    server: SmtpServer,
+    f: impl FnOnce(&mut Mailbox),
+    mechanism: Mechanism,
+) -> ServerHandle {
+    let server = pki::start(server).await;
+    let r = probe(&mailbox_with(name, &server, pki, f)).await;
+    check_delivered(&r, &server, name);
+    assert_eq!(r.mechanism, Some(mechanism));
+    server
+}
+
+/// [`delivers`] by the default server, the mailbox asking for `mechanism`.
+async fn delivers_by(name: &str, mechanism: Mechanism) -> ServerHandle {
+    let pki = TestPki::new();
+    let server = pki.starttls_server();
+    delivers(
+        name,
+        &pki,
+        server,
+        |mb| mb.auth_mechanism = Some(mechanism),
+        mechanism,
+    )
+    .await
+}
+
 #[tokio::test]
 async fn happy_path_starttls_auth_plain() {
-    let _g = shared().await;
-    let pki = TestPki::new();
-    let server = pki.start(Script::new()).await;
-    let mb = mailbox_with("canary-plain", &server, &pki, |mb| {
-        mb.auth_mechanism = Some(Mechanism::Plain)
-    });
-    let r = probe(&mb).await;
-    check_delivered(&r, &server, "canary-plain");
-    assert_eq!(r.mechanism, Some(Mechanism::Plain));
+    let _serial = serial::shared().await;
+    let server = delivers_by("canary-plain", Mechanism::Plain).await;
     let lines = server.sessions()[0].line_texts();
     assert!(
         lines.iter().any(|l| l.starts_with("AUTH PLAIN ")),
@@ -133,31 +189,16 @@ async fn happy_path_starttls_auth_plain() {
 
 #[tokio::test]
 async fn happy_path_server_offers_only_plain() {
-    let _g = shared().await;
+    let _serial = serial::shared().await;
     let pki = TestPki::new();
-    let server = pki
-        .starttls_server()
-        .mechanisms([ServerMechanism::Plain])
-        .start()
-        .await
-        .unwrap();
-    let mb = mailbox_with("canary-only-plain", &server, &pki, |_| {});
-    let r = probe(&mb).await;
-    check_delivered(&r, &server, "canary-only-plain");
-    assert_eq!(r.mechanism, Some(Mechanism::Plain));
+    let server = pki.starttls_server().mechanisms([ServerMechanism::Plain]);
+    delivers("canary-only-plain", &pki, server, |_| {}, Mechanism::Plain).await;
 }
 
 #[tokio::test]
 async fn happy_path_starttls_auth_login() {
-    let _g = shared().await;
-    let pki = TestPki::new();
-    let server = pki.start(Script::new()).await;
-    let mb = mailbox_with("canary-login", &server, &pki, |mb| {
-        mb.auth_mechanism = Some(Mechanism::Login)
-    });
-    let r = probe(&mb).await;
-    check_delivered(&r, &server, "canary-login");
-    assert_eq!(r.mechanism, Some(Mechanism::Login));
+    let _serial = serial::shared().await;
+    let server = delivers_by("canary-login", Mechanism::Login).await;
     let lines = server.sessions()[0].line_texts();
     let auth = lines
         .iter()
@@ -173,7 +214,7 @@ async fn happy_path_starttls_auth_login() {
 
 #[tokio::test]
 async fn implicit_tls_has_a_tls_phase() {
-    let _g = shared().await;
+    let _serial = serial::shared().await;
     let pki = TestPki::new();
     let server = pki.implicit_server().start().await.unwrap();
     let mut mb = mailbox_with("canary-465", &server, &pki, |_| {});
@@ -206,10 +247,7 @@ async fn implicit_tls_has_a_tls_phase() {
 // ---------------------------------------------------------------------------------------
 
 /// A STARTTLS server with `script`, probed once by a mailbox of `provider`.
-async fn scripted(
-    script: Script,
-    provider: Provider,
-) -> (ProbeResult, smtp_canary::demo::ServerHandle) {
+async fn scripted(script: Script, provider: Provider) -> (ProbeResult, ServerHandle) {
     let pki = TestPki::new();
     let server = pki.start(script).await;
     let mb = mailbox_with("canary", &server, &pki, |mb| mb.provider = provider);
@@ -217,16 +255,270 @@ async fn scripted(
     (r, server)
 }
 
+/// One probe that must fail: the STARTTLS server's script, the mailbox's provider (and
+/// any other change to it), the class, phase and code the probe ends in, and what else
+/// the case asserts about the result and the server.
+struct Failure {
+    script: Script,
+    provider: Provider,
+    mailbox: fn(&mut Mailbox),
+    expect: (Class, Phase, &'static str),
+    then: fn(&ProbeResult, &ServerHandle),
+}
+
+impl Failure {
+    fn new(script: Script, provider: Provider, expect: (Class, Phase, &'static str)) -> Failure {
+        Failure {
+            script,
+            provider,
+            mailbox: |_| {},
+            expect,
+            then: |_, _| {},
+        }
+    }
+
+    /// The server answers `stage` with `reply`.
+    fn reply(
+        stage: Stage,
+        reply: &str,
+        provider: Provider,
+        expect: (Class, Phase, &'static str),
+    ) -> Failure {
+        Failure::new(
+            Script::new().on(stage, Action::reply(reply)),
+            provider,
+            expect,
+        )
+    }
+
+    fn mailbox(self, mailbox: fn(&mut Mailbox)) -> Failure {
+        Failure { mailbox, ..self }
+    }
+
+    fn then(self, then: fn(&ProbeResult, &ServerHandle)) -> Failure {
+        Failure { then, ..self }
+    }
+
+    async fn check(self) {
+        let _serial = serial::shared().await;
+        let pki = TestPki::new();
+        let server = pki.start(self.script).await;
+        let mb = mailbox_with("canary", &server, &pki, |mb| {
+            mb.provider = self.provider;
+            (self.mailbox)(mb);
+        });
+        let r = probe(&mb).await;
+        let (class, phase, code) = self.expect;
+        assert_failure(&r, class, phase, code);
+        (self.then)(&r, &server);
+    }
+}
+
+/// Each row is a test of its own: `name: Failure;`.
+macro_rules! failures {
+    ($($(#[$doc:meta])* $name:ident: $case:expr;)*) => {$(
+        $(#[$doc])*
+        #[tokio::test]
+        async fn $name() {
+            $case.check().await;
+        }
+    )*};
+}
+
+/// Nothing after the failed step: no AUTH, no MAIL.
+fn stopped_before_auth(_: &ProbeResult, server: &ServerHandle) {
+    let s = &server.sessions()[0];
+    assert!(!s.sent("AUTH") && !s.sent("MAIL"), "{:?}", s.line_texts());
+}
+
+/// The server kept no message.
+fn nothing_kept(_: &ProbeResult, server: &ServerHandle) {
+    assert!(server.messages().is_empty());
+}
+
+/// Microsoft 365's throttling reply.
+const M365_432: &str = "432 4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded [Hostname=X]";
+
+/// Microsoft 365's reply when SMTP AUTH is off for the mailbox.
+const M365_5_7_139: &str = "535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is \
+    disabled for the Mailbox. Visit https://aka.ms/smtp_auth_disabled for more information.";
+
+use Provider::{Generic, Google, Microsoft365, Ses};
+
+failures! {
+    class_timeout_silent_greeting: Failure::new(
+        Script::new().on(Stage::Greeting, Action::Silent),
+        Generic,
+        (Class::Timeout, Phase::Greeting, ""),
+    )
+    .mailbox(|mb| mb.timeout = Duration::from_secs(1));
+
+    class_tls_starttls_not_offered: Failure::new(
+        Script::new().without_starttls(),
+        Generic,
+        (Class::Tls, Phase::Starttls, ""),
+    );
+
+    class_tls_starttls_refused_454: Failure::reply(
+        Stage::Starttls,
+        "454 4.7.0 TLS not available due to local problem",
+        Generic,
+        (Class::Tls, Phase::Starttls, "4.7.0"),
+    )
+    .then(|r, server| {
+        assert_eq!(
+            r.failure.as_ref().unwrap().reply.as_deref(),
+            Some("454 4.7.0 TLS not available due to local problem")
+        );
+        stopped_before_auth(r, server);
+    });
+
+    class_tls_wrong_name: Failure::new(Script::new(), Generic, (Class::Tls, Phase::Starttls, ""))
+        .mailbox(|mb| mb.tls.server_name = Some("wrong.example".into()))
+        .then(|r, server| {
+            let err = &r.failure.as_ref().unwrap().error;
+            assert!(err.contains("wrong.example"), "{err}");
+            assert_eq!(
+                server.sessions()[0].sni.as_deref(),
+                None,
+                "handshake never completed"
+            );
+        });
+
+    class_network_reset_at_data_end: Failure::new(
+        Script::new().on(Stage::DataEnd, Action::Reset),
+        Generic,
+        (Class::Network, Phase::Data, ""),
+    )
+    .then(|r, server| {
+        // DATA was sent, so the canary's Message-ID is known; the server did not keep it.
+        assert!(r.message_id.is_some());
+        nothing_kept(r, server);
+    });
+
+    class_network_close_at_mail: Failure::new(
+        Script::new().on(Stage::Mail, Action::Close),
+        Generic,
+        (Class::Network, Phase::Mail, ""),
+    )
+    .then(|r, _| assert!(r.message_id.is_none()));
+
+    class_protocol_garbage_greeting: Failure::new(
+        Script::new().on(Stage::Greeting, Action::raw("HTTP/1.1 400 Bad Request\r\n")),
+        Generic,
+        (Class::Protocol, Phase::Greeting, ""),
+    );
+
+    class_auth_535_5_7_3: Failure::reply(
+        Stage::Auth,
+        "535 5.7.3 Authentication unsuccessful [AM0PR01CA0001.eurprd01.prod.exchangelabs.com]",
+        Microsoft365,
+        (Class::Auth, Phase::Auth, "5.7.3"),
+    )
+    .then(|_, server| assert!(!server.sessions()[0].sent("MAIL")));
+
+    class_auth_policy_smtp_auth_disabled: Failure::reply(
+        Stage::Auth,
+        &format!("{M365_5_7_139} [AM0PR01CA0001.eurprd01.prod.exchangelabs.com]"),
+        Microsoft365,
+        (Class::AuthPolicy, Phase::Auth, "5.7.139"),
+    )
+    .then(|r, _| {
+        let hint = &r.failure.as_ref().unwrap().hint;
+        assert!(hint.contains("Set-CASMailbox"), "{hint}");
+    });
+
+    class_throttled_432_at_mail: Failure::reply(
+        Stage::Mail,
+        M365_432,
+        Microsoft365,
+        (Class::Throttled, Phase::Mail, "4.3.2"),
+    );
+
+    class_throttled_432_at_data_end: Failure::reply(
+        Stage::DataEnd,
+        M365_432,
+        Microsoft365,
+        (Class::Throttled, Phase::Data, "4.3.2"),
+    )
+    .then(nothing_kept);
+
+    class_quota_submission_quota_exceeded: Failure::reply(
+        Stage::DataEnd,
+        "554 5.2.0 STOREDRV.Submission.Exception:SubmissionQuotaExceededException; Failed \
+         to process message due to a permanent exception with message [BeginDiagnosticData]",
+        Microsoft365,
+        (Class::Quota, Phase::Data, "5.2.0"),
+    )
+    .then(|r, _| assert!(r.message_id.is_some()));
+
+    class_sender_rejected_5_7_60: Failure::reply(
+        Stage::Mail,
+        "550 5.7.60 SMTP; Client does not have permissions to send as this sender",
+        Microsoft365,
+        (Class::SenderRejected, Phase::Mail, "5.7.60"),
+    );
+
+    class_recipient_rejected_5_1_1: Failure::reply(
+        Stage::Rcpt,
+        "550 5.1.1 <sink@example.com>: Recipient address rejected: User unknown",
+        Generic,
+        (Class::RecipientRejected, Phase::Rcpt, "5.1.1"),
+    );
+
+    class_message_rejected_5_6_0: Failure::reply(
+        Stage::DataEnd,
+        "554 5.6.0 Invalid message content",
+        Generic,
+        (Class::MessageRejected, Phase::Data, "5.6.0"),
+    );
+
+    class_auth_google_multi_line_535: Failure::reply(
+        Stage::Auth,
+        "535-5.7.8 Username and Password not accepted. For more information, go to\r\n\
+         535 5.7.8  https://support.google.com/mail/?p=BadCredentials a1-20020a05",
+        Google,
+        (Class::Auth, Phase::Auth, "5.7.8"),
+    )
+    .then(|r, _| {
+        let reply = r.failure.as_ref().unwrap().reply.clone().unwrap();
+        assert!(reply.starts_with("535-5.7.8 Username"), "{reply}");
+        assert!(reply.contains("\n535 5.7.8 "), "{reply}");
+    });
+
+    class_throttled_ses_without_enhanced_code: Failure::reply(
+        Stage::Mail,
+        "454 Throttling failure: Maximum sending rate exceeded.",
+        Ses,
+        (Class::Throttled, Phase::Mail, "454"),
+    );
+
+    /// STARTTLS command injection in reverse: bytes after the `220` but before the
+    /// handshake would be read as if they had come over TLS. The prober must refuse, not
+    /// proceed.
+    no_plaintext_bytes_trusted_across_starttls: Failure::new(
+        Script::new().on(
+            Stage::Starttls,
+            Action::raw("220 2.0.0 Ready to start TLS\r\n250-injected\r\n250 AUTH PLAIN\r\n"),
+        ),
+        Generic,
+        (Class::Protocol, Phase::Starttls, ""),
+    )
+    .then(stopped_before_auth);
+
+    hostile_reset_during_data: Failure::new(
+        Script::new().on(Stage::Data, Action::Reset),
+        Generic,
+        (Class::Network, Phase::Data, ""),
+    )
+    .then(nothing_kept);
+}
+
 #[tokio::test]
 async fn class_dns_nxdomain() {
-    let _g = shared().await;
+    let _serial = serial::shared().await;
     let (dns, answered, _task) = nxdomain_responder().await;
-    let mut mb = mailbox(
-        "canary-dns",
-        25,
-        Security::Starttls,
-        std::path::Path::new("/nonexistent"),
-    );
+    let mut mb = mailbox_without_tls("canary-dns", 25);
     mb.host = "nonexistent.test".into();
     let (r, _) = probe_timed_with(&prober_with_dns(dns), &mb).await;
     assert_failure(&r, Class::Dns, Phase::Dns, "");
@@ -242,65 +534,19 @@ async fn class_dns_nxdomain() {
 
 #[tokio::test]
 async fn class_connect_refused() {
-    let _g = shared().await;
-    let mb = mailbox(
-        "canary-refused",
-        closed_port(),
-        Security::Starttls,
-        std::path::Path::new("/nonexistent"),
-    );
+    let _serial = serial::shared().await;
+    let mb = mailbox_without_tls("canary-refused", closed_port());
     let r = probe(&mb).await;
     assert_failure(&r, Class::Connect, Phase::Connect, "");
     assert_eq!(phase_names(&r), vec![Phase::Connect]);
 }
 
 #[tokio::test]
-async fn class_timeout_silent_greeting() {
-    let _g = shared().await;
-    let pki = TestPki::new();
-    let server = pki
-        .start(Script::new().on(Stage::Greeting, Action::Silent))
-        .await;
-    let mb = mailbox_with("canary-silent", &server, &pki, |mb| {
-        mb.timeout = Duration::from_secs(1)
-    });
-    let r = probe(&mb).await;
-    assert_failure(&r, Class::Timeout, Phase::Greeting, "");
-}
-
-#[tokio::test]
-async fn class_tls_starttls_not_offered() {
-    let _g = shared().await;
-    let (r, _server) = scripted(Script::new().without_starttls(), Provider::Generic).await;
-    assert_failure(&r, Class::Tls, Phase::Starttls, "");
-}
-
-#[tokio::test]
-async fn class_tls_starttls_refused_454() {
-    let _g = shared().await;
-    let (r, server) = scripted(
-        Script::new().on(
-            Stage::Starttls,
-            Action::reply("454 4.7.0 TLS not available due to local problem"),
-        ),
-        Provider::Generic,
-    )
-    .await;
-    assert_failure(&r, Class::Tls, Phase::Starttls, "4.7.0");
-    assert_eq!(
-        r.failure.as_ref().unwrap().reply.as_deref(),
-        Some("454 4.7.0 TLS not available due to local problem")
-    );
-    let s = &server.sessions()[0];
-    assert!(!s.sent("AUTH") && !s.sent("MAIL"), "{:?}", s.line_texts());
-}
-
-#[tokio::test]
 async fn class_tls_untrusted_ca() {
-    let _g = shared().await;
+    let _serial = serial::shared().await;
     let pki = TestPki::new();
     let rogue = Pki::generate(&["localhost", "127.0.0.1"]).unwrap();
-    let server = smtp_canary::demo::SmtpServer::new()
+    let server = SmtpServer::new()
         .starttls(rogue.server_config().unwrap())
         .start()
         .await
@@ -315,233 +561,13 @@ async fn class_tls_untrusted_ca() {
     assert!(!s.sent("AUTH") && !s.sent("MAIL"), "{:?}", s.line_texts());
 }
 
-#[tokio::test]
-async fn class_tls_wrong_name() {
-    let _g = shared().await;
-    let pki = TestPki::new();
-    let server = pki.start(Script::new()).await;
-    let mb = mailbox_with("canary-wrong-name", &server, &pki, |mb| {
-        mb.tls.server_name = Some("wrong.example".into())
-    });
-    let r = probe(&mb).await;
-    assert_failure(&r, Class::Tls, Phase::Starttls, "");
-    let err = &r.failure.as_ref().unwrap().error;
-    assert!(err.contains("wrong.example"), "{err}");
-    assert_eq!(
-        server.sessions()[0].sni.as_deref(),
-        None,
-        "handshake never completed"
-    );
-}
-
-#[tokio::test]
-async fn class_network_reset_at_data_end() {
-    let _g = shared().await;
-    let (r, server) = scripted(
-        Script::new().on(Stage::DataEnd, Action::Reset),
-        Provider::Generic,
-    )
-    .await;
-    assert_failure(&r, Class::Network, Phase::Data, "");
-    // DATA was sent, so the canary's Message-ID is known; the server did not keep it.
-    assert!(r.message_id.is_some());
-    assert!(server.messages().is_empty());
-}
-
-#[tokio::test]
-async fn class_network_close_at_mail() {
-    let _g = shared().await;
-    let (r, _server) = scripted(
-        Script::new().on(Stage::Mail, Action::Close),
-        Provider::Generic,
-    )
-    .await;
-    assert_failure(&r, Class::Network, Phase::Mail, "");
-    assert!(r.message_id.is_none());
-}
-
-#[tokio::test]
-async fn class_protocol_garbage_greeting() {
-    let _g = shared().await;
-    let (r, _server) = scripted(
-        Script::new().on(Stage::Greeting, Action::raw("HTTP/1.1 400 Bad Request\r\n")),
-        Provider::Generic,
-    )
-    .await;
-    assert_failure(&r, Class::Protocol, Phase::Greeting, "");
-}
-
-#[tokio::test]
-async fn class_auth_535_5_7_3() {
-    let _g = shared().await;
-    let (r, server) = scripted(
-        Script::new().on(
-            Stage::Auth,
-            Action::reply("535 5.7.3 Authentication unsuccessful [AM0PR01CA0001.eurprd01.prod.exchangelabs.com]"),
-        ),
-        Provider::Microsoft365,
-    )
-    .await;
-    assert_failure(&r, Class::Auth, Phase::Auth, "5.7.3");
-    assert!(!server.sessions()[0].sent("MAIL"));
-}
-
-#[tokio::test]
-async fn class_auth_policy_smtp_auth_disabled() {
-    let _g = shared().await;
-    let (r, _server) = scripted(
-        Script::new().on(
-            Stage::Auth,
-            Action::reply(
-                "535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for \
-                 the Mailbox. Visit https://aka.ms/smtp_auth_disabled for more information. \
-                 [AM0PR01CA0001.eurprd01.prod.exchangelabs.com]",
-            ),
-        ),
-        Provider::Microsoft365,
-    )
-    .await;
-    assert_failure(&r, Class::AuthPolicy, Phase::Auth, "5.7.139");
-    let hint = &r.failure.as_ref().unwrap().hint;
-    assert!(hint.contains("Set-CASMailbox"), "{hint}");
-}
-
-#[tokio::test]
-async fn class_throttled_432_at_mail() {
-    let _g = shared().await;
-    let (r, _server) = scripted(
-        Script::new().on(
-            Stage::Mail,
-            Action::reply(
-                "432 4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded [Hostname=X]",
-            ),
-        ),
-        Provider::Microsoft365,
-    )
-    .await;
-    assert_failure(&r, Class::Throttled, Phase::Mail, "4.3.2");
-}
-
-#[tokio::test]
-async fn class_throttled_432_at_data_end() {
-    let _g = shared().await;
-    let (r, server) = scripted(
-        Script::new().on(
-            Stage::DataEnd,
-            Action::reply(
-                "432 4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded [Hostname=X]",
-            ),
-        ),
-        Provider::Microsoft365,
-    )
-    .await;
-    assert_failure(&r, Class::Throttled, Phase::Data, "4.3.2");
-    assert!(server.messages().is_empty());
-}
-
-#[tokio::test]
-async fn class_quota_submission_quota_exceeded() {
-    let _g = shared().await;
-    let (r, _server) = scripted(
-        Script::new().on(
-            Stage::DataEnd,
-            Action::reply(
-                "554 5.2.0 STOREDRV.Submission.Exception:SubmissionQuotaExceededException; Failed \
-                 to process message due to a permanent exception with message [BeginDiagnosticData]",
-            ),
-        ),
-        Provider::Microsoft365,
-    )
-    .await;
-    assert_failure(&r, Class::Quota, Phase::Data, "5.2.0");
-    assert!(r.message_id.is_some());
-}
-
-#[tokio::test]
-async fn class_sender_rejected_5_7_60() {
-    let _g = shared().await;
-    let (r, _server) = scripted(
-        Script::new().on(
-            Stage::Mail,
-            Action::reply(
-                "550 5.7.60 SMTP; Client does not have permissions to send as this sender",
-            ),
-        ),
-        Provider::Microsoft365,
-    )
-    .await;
-    assert_failure(&r, Class::SenderRejected, Phase::Mail, "5.7.60");
-}
-
-#[tokio::test]
-async fn class_recipient_rejected_5_1_1() {
-    let _g = shared().await;
-    let (r, _server) = scripted(
-        Script::new().on(
-            Stage::Rcpt,
-            Action::reply("550 5.1.1 <sink@example.com>: Recipient address rejected: User unknown"),
-        ),
-        Provider::Generic,
-    )
-    .await;
-    assert_failure(&r, Class::RecipientRejected, Phase::Rcpt, "5.1.1");
-}
-
-#[tokio::test]
-async fn class_message_rejected_5_6_0() {
-    let _g = shared().await;
-    let (r, _server) = scripted(
-        Script::new().on(
-            Stage::DataEnd,
-            Action::reply("554 5.6.0 Invalid message content"),
-        ),
-        Provider::Generic,
-    )
-    .await;
-    assert_failure(&r, Class::MessageRejected, Phase::Data, "5.6.0");
-}
-
-#[tokio::test]
-async fn class_auth_google_multi_line_535() {
-    let _g = shared().await;
-    let (r, _server) = scripted(
-        Script::new().on(
-            Stage::Auth,
-            Action::reply(
-                "535-5.7.8 Username and Password not accepted. For more information, go to\r\n\
-                 535 5.7.8  https://support.google.com/mail/?p=BadCredentials a1-20020a05",
-            ),
-        ),
-        Provider::Google,
-    )
-    .await;
-    assert_failure(&r, Class::Auth, Phase::Auth, "5.7.8");
-    let reply = r.failure.as_ref().unwrap().reply.clone().unwrap();
-    assert!(reply.starts_with("535-5.7.8 Username"), "{reply}");
-    assert!(reply.contains("\n535 5.7.8 "), "{reply}");
-}
-
-#[tokio::test]
-async fn class_throttled_ses_without_enhanced_code() {
-    let _g = shared().await;
-    let (r, _server) = scripted(
-        Script::new().on(
-            Stage::Mail,
-            Action::reply("454 Throttling failure: Maximum sending rate exceeded."),
-        ),
-        Provider::Ses,
-    )
-    .await;
-    assert_failure(&r, Class::Throttled, Phase::Mail, "454");
-}
-
 // ---------------------------------------------------------------------------------------
 // 4. No downgrade
 // ---------------------------------------------------------------------------------------
 
 #[tokio::test]
 async fn no_downgrade_without_starttls() {
-    let _g = shared().await;
+    let _serial = serial::shared().await;
     // The server would even accept AUTH in the clear: the prober still must not try.
     let pki = TestPki::new();
     let server = pki
@@ -563,24 +589,6 @@ async fn no_downgrade_without_starttls() {
     assert!(!lines.iter().any(|l| l.contains(&STANDARD.encode(PASSWORD))));
     assert!(server.messages().is_empty());
     assert!(r.message_id.is_none());
-}
-
-/// STARTTLS command injection in reverse: bytes after the `220` but before the handshake
-/// would be read as if they had come over TLS. The prober must refuse, not proceed.
-#[tokio::test]
-async fn no_plaintext_bytes_trusted_across_starttls() {
-    let _g = shared().await;
-    let (r, server) = scripted(
-        Script::new().on(
-            Stage::Starttls,
-            Action::raw("220 2.0.0 Ready to start TLS\r\n250-injected\r\n250 AUTH PLAIN\r\n"),
-        ),
-        Provider::Generic,
-    )
-    .await;
-    assert_failure(&r, Class::Protocol, Phase::Starttls, "");
-    let s = &server.sessions()[0];
-    assert!(!s.sent("AUTH") && !s.sent("MAIL"), "{:?}", s.line_texts());
 }
 
 // ---------------------------------------------------------------------------------------
@@ -607,8 +615,8 @@ fn phase_table(r: &ProbeResult) -> Vec<(&'static str, f64)> {
 /// has had one run within its bounds, at most [`TIMING_ATTEMPTS`] times. Every run must
 /// succeed and respect every lower bound. Returns the runs.
 async fn check_phase_timings(
-    prober: &smtp_canary::probe::Prober,
-    mb: &smtp_canary::config::Mailbox,
+    prober: &Prober,
+    mb: &Mailbox,
     label: &str,
     expected: &[(Phase, Duration, Duration)],
 ) -> Vec<ProbeResult> {
@@ -651,7 +659,7 @@ async fn check_phase_timings(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn phases_match_injected_reply_delay() {
-    let _g = exclusive().await;
+    let _serial = serial::exclusive().await;
     let pki = TestPki::new();
     let prober = prober();
     // Warm the TLS client config cache (system roots + CA file) so it is not charged to
@@ -705,7 +713,7 @@ async fn phases_match_injected_reply_delay() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stage_delay_shows_up_in_its_phase_only() {
-    let _g = exclusive().await;
+    let _serial = serial::exclusive().await;
     let pki = TestPki::new();
     let prober = prober();
     let delay = Duration::from_millis(300);
@@ -737,24 +745,22 @@ async fn stage_delay_shows_up_in_its_phase_only() {
 // 6. Hostile servers
 // ---------------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn hostile_greeting_never_comes() {
-    let _g = shared().await;
+/// A server whose `script` stops answering, probed with `timeout`: class `timeout` in
+/// `phase`, and both the probe's total and the call itself end within 500 ms of the
+/// timeout. The probe's timeout is the deadline of the whole probe: the call must not
+/// hang on to a server that has already proved it does not answer.
+async fn times_out(name: &str, script: Script, timeout: Duration, phase: Phase) {
+    let _serial = serial::shared().await;
     let pki = TestPki::new();
-    let server = pki
-        .start(Script::new().on(Stage::Greeting, Action::Silent))
-        .await;
-    let timeout = Duration::from_secs(1);
-    let mb = mailbox_with("canary-blackhole", &server, &pki, |mb| mb.timeout = timeout);
+    let server = pki.start(script).await;
+    let mb = mailbox_with(name, &server, &pki, |mb| mb.timeout = timeout);
     let (r, wall) = probe_timed(&mb).await;
-    assert_failure(&r, Class::Timeout, Phase::Greeting, "");
+    assert_failure(&r, Class::Timeout, phase, "");
     assert!(
         r.total >= timeout && r.total < timeout + Duration::from_millis(500),
         "total {:?}",
         r.total
     );
-    // The probe's timeout is the deadline of the whole probe: the call must not hang on
-    // to a server that has already proved it does not answer.
     assert!(
         wall < timeout + Duration::from_millis(500),
         "probe() returned after {wall:?} with a {timeout:?} timeout"
@@ -762,8 +768,19 @@ async fn hostile_greeting_never_comes() {
 }
 
 #[tokio::test]
+async fn hostile_greeting_never_comes() {
+    times_out(
+        "canary-blackhole",
+        Script::new().on(Stage::Greeting, Action::Silent),
+        Duration::from_secs(1),
+        Phase::Greeting,
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn hostile_ten_megabyte_reply_line() {
-    let _g = shared().await;
+    let _serial = serial::shared().await;
     let pki = TestPki::new();
     let flood = 10 * 1024 * 1024;
     let server = pki
@@ -795,39 +812,16 @@ async fn hostile_ten_megabyte_reply_line() {
 
 #[tokio::test]
 async fn hostile_trickle_one_byte_per_second() {
-    let _g = shared().await;
-    let pki = TestPki::new();
-    let server = pki
-        .start(Script::new().on(
+    times_out(
+        "canary-trickle",
+        Script::new().on(
             Stage::Ehlo,
             Action::trickle("250 smtp.test.invalid", Duration::from_secs(1)),
-        ))
-        .await;
-    let timeout = Duration::from_secs(2);
-    let mb = mailbox_with("canary-trickle", &server, &pki, |mb| mb.timeout = timeout);
-    let (r, wall) = probe_timed(&mb).await;
-    assert_failure(&r, Class::Timeout, Phase::Ehlo, "");
-    assert!(
-        r.total >= timeout && r.total < timeout + Duration::from_millis(500),
-        "total {:?}",
-        r.total
-    );
-    assert!(
-        wall < timeout + Duration::from_millis(500),
-        "probe() took {wall:?}"
-    );
-}
-
-#[tokio::test]
-async fn hostile_reset_during_data() {
-    let _g = shared().await;
-    let (r, server) = scripted(
-        Script::new().on(Stage::Data, Action::Reset),
-        Provider::Generic,
+        ),
+        Duration::from_secs(2),
+        Phase::Ehlo,
     )
     .await;
-    assert_failure(&r, Class::Network, Phase::Data, "");
-    assert!(server.messages().is_empty());
 }
 
 // ---------------------------------------------------------------------------------------
@@ -906,14 +900,14 @@ async fn redaction_case(mechanism: Mechanism, accept: bool) {
 
 #[tokio::test]
 async fn redaction_plain_success_and_failure() {
-    let _g = shared().await;
+    let _serial = serial::shared().await;
     redaction_case(Mechanism::Plain, true).await;
     redaction_case(Mechanism::Plain, false).await;
 }
 
 #[tokio::test]
 async fn redaction_login_success_and_failure() {
-    let _g = shared().await;
+    let _serial = serial::shared().await;
     redaction_case(Mechanism::Login, true).await;
     redaction_case(Mechanism::Login, false).await;
 }
@@ -961,7 +955,7 @@ fn check_json_shape(j: &serde_json::Value, r: &ProbeResult) {
 
 #[tokio::test]
 async fn json_on_success() {
-    let _g = shared().await;
+    let _serial = serial::shared().await;
     let pki = TestPki::new();
     let server = pki.start(Script::new()).await;
     let mb = mailbox_with("canary-json", &server, &pki, |_| {});
@@ -993,7 +987,7 @@ async fn json_on_success() {
 
 #[tokio::test]
 async fn json_on_failure() {
-    let _g = shared().await;
+    let _serial = serial::shared().await;
     let (r, _server) = scripted(
         Script::new().on(
             Stage::Auth,
@@ -1024,12 +1018,7 @@ async fn json_on_failure() {
     assert!(j["phases"].get("mail").is_none());
 
     // A failure before any TLS: tls is null.
-    let mb = mailbox(
-        "canary-json-refused",
-        closed_port(),
-        Security::Starttls,
-        std::path::Path::new("/nonexistent"),
-    );
+    let mb = mailbox_without_tls("canary-json-refused", closed_port());
     let r = probe(&mb).await;
     let j = r.to_json();
     check_json_shape(&j, &r);

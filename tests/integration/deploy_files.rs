@@ -14,21 +14,21 @@
 //! `promtool check config`, `kubectl kustomize`, `systemd-analyze verify` and `security`,
 //! and the two generators' `--check`. They FAIL when a tool is missing (no skipping);
 //! scripts/test-all.sh installs the tools and runs them with
-//! `cargo test --test deploy_files -- --ignored`.
-
-mod deploy_support;
+//! `cargo test --test integration -- --ignored deploy_files::`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
 
-use deploy_support::*;
+use crate::support::deploy::*;
+use crate::support::{repo, serial, tool};
 use serde_json::Value;
 
 // ------------------------------------------------------------------------ parsing
 
 #[test]
 fn every_yaml_and_json_file_parses() {
+    let _serial = serial::shared_blocking();
     let mut checked = Vec::new();
     for dir in ["deploy", "dashboards"] {
         for path in files_under(&repo().join(dir)) {
@@ -56,6 +56,7 @@ fn every_yaml_and_json_file_parses() {
 /// (kubectl's output is one), and anchors and block scalars come out as data.
 #[test]
 fn the_yaml_reader_handles_multiple_documents() {
+    let _serial = serial::shared_blocking();
     let docs = yaml_docs(
         "# c\na: 1\nb: &x [one, two]\nc: *x\n---\nkind: Service\ntext: |\n  line 1\n  line 2\n---\n",
         "test input",
@@ -70,6 +71,7 @@ fn the_yaml_reader_handles_multiple_documents() {
 
 #[test]
 fn every_metric_named_is_exported_and_in_the_contract() {
+    let _serial = serial::shared_blocking();
     let (defined, histograms) = defined_metrics();
     let (contract_source, contract) = contract_metrics();
     let mut problems = Vec::new();
@@ -116,6 +118,7 @@ fn every_metric_named_is_exported_and_in_the_contract() {
 
 #[test]
 fn the_metric_name_scanner_finds_names() {
+    let _serial = serial::shared_blocking();
     let names = metric_names(
         "rate(smtp_canary_phase_seconds_bucket{x=\"y\"}[1m]) / smtp_canary_probes_total \
          my_smtp_canary_not + smtp_canary_",
@@ -133,6 +136,7 @@ fn the_metric_name_scanner_finds_names() {
 
 #[test]
 fn the_dashboard_is_importable_and_complete() {
+    let _serial = serial::shared_blocking();
     let d = dashboard();
     assert!(
         d["schemaVersion"].as_u64().is_some_and(|v| v >= 39),
@@ -285,6 +289,7 @@ fn the_dashboard_is_importable_and_complete() {
 
 #[test]
 fn every_alert_has_annotations_severity_and_a_runbook_section() {
+    let _serial = serial::shared_blocking();
     let rules = alerts();
     let names: Vec<&str> = rules.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ALERTS, "the alerts of issues 7 and 10, in order");
@@ -366,6 +371,7 @@ fn every_alert_has_annotations_severity_and_a_runbook_section() {
 /// does not (promtool itself runs them in `promtool_tests_pass`).
 #[test]
 fn every_alert_has_a_firing_and_a_silent_unit_test() {
+    let _serial = serial::shared_blocking();
     let tests = yaml_file("deploy/prometheus/alerts_test.yml");
     assert_eq!(tests["rule_files"], serde_json::json!(["alerts.yml"]));
     let mut fires: BTreeMap<String, usize> = BTreeMap::new();
@@ -390,6 +396,7 @@ fn every_alert_has_a_firing_and_a_silent_unit_test() {
 
 #[test]
 fn the_prometheusrule_is_alerts_yml() {
+    let _serial = serial::shared_blocking();
     let rule = yaml_file("deploy/kubernetes/prometheusrule.yaml");
     assert_eq!(rule["apiVersion"], "monitoring.coreos.com/v1");
     assert_eq!(rule["kind"], "PrometheusRule");
@@ -404,6 +411,7 @@ fn the_prometheusrule_is_alerts_yml() {
 
 #[test]
 fn the_prometheus_configs_load_the_rules_and_scrape_the_same_job() {
+    let _serial = serial::shared_blocking();
     let shipped = yaml_file("deploy/prometheus/prometheus.yml");
     assert_eq!(shipped["rule_files"], serde_json::json!(["alerts.yml"]));
     let compose = yaml_file("deploy/docker/prometheus.yml");
@@ -467,6 +475,7 @@ fn instructions(text: &str) -> Vec<(String, String)> {
 
 #[test]
 fn the_dockerfile_is_multi_stage_non_root_with_a_healthcheck() {
+    let _serial = serial::shared_blocking();
     let ins = instructions(&dockerfile());
     let froms: Vec<&String> = ins
         .iter()
@@ -564,6 +573,7 @@ fn the_dockerfile_is_multi_stage_non_root_with_a_healthcheck() {
 
 #[test]
 fn the_compose_file_mounts_what_exists() {
+    let _serial = serial::shared_blocking();
     let compose_dir = repo().join("deploy/docker");
     let c = yaml_file("deploy/docker/compose.yaml");
     let services = c["services"].as_object().expect("services");
@@ -702,6 +712,7 @@ fn check_statefulset(sts: &Value) {
 
 #[test]
 fn the_kustomize_base_is_consistent() {
+    let _serial = serial::shared_blocking();
     let kz = k8s("kustomization.yaml");
     for r in kz["resources"].as_array().unwrap() {
         let r = r.as_str().unwrap();
@@ -762,6 +773,7 @@ fn the_kustomize_base_is_consistent() {
 /// refused.
 #[test]
 fn the_statefulset_derives_the_shard_from_the_pod_name() {
+    let _serial = serial::shared_blocking();
     let sts = k8s("statefulset.yaml");
     let c = &sts["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(c["command"], serde_json::json!(["/bin/sh", "-c"]));
@@ -798,6 +810,7 @@ fn the_statefulset_derives_the_shard_from_the_pod_name() {
 
 #[test]
 fn the_shipped_configs_are_valid() {
+    let _serial = serial::shared_blocking();
     for cfg in ["config.yaml", "deploy/kubernetes/config.yaml"] {
         let out = Command::new(env!("CARGO_BIN_EXE_smtp-canary"))
             .arg("check-config")
@@ -818,6 +831,7 @@ fn the_shipped_configs_are_valid() {
 
 #[test]
 fn the_systemd_unit_is_hardened() {
+    let _serial = serial::shared_blocking();
     let unit = read("deploy/systemd/smtp-canary.service");
     let keys: BTreeMap<String, Vec<String>> = unit
         .lines()
@@ -875,6 +889,7 @@ fn run(cmd: &mut Command) -> (bool, String) {
 #[test]
 #[ignore = "needs promtool (Debian prometheus; scripts/test-all.sh installs it)"]
 fn promtool_checks_the_rules_and_runs_their_unit_tests() {
+    let _serial = serial::shared_blocking();
     let promtool = tool("promtool", "apt-get install prometheus");
     let dir = repo().join("deploy/prometheus");
     let (ok, text) = run(Command::new(&promtool)
@@ -916,6 +931,7 @@ fn promtool_checks_the_rules_and_runs_their_unit_tests() {
 #[test]
 #[ignore = "needs kubectl (Debian kubernetes-client; scripts/test-all.sh installs it)"]
 fn kubectl_kustomize_renders_the_base() {
+    let _serial = serial::shared_blocking();
     let kubectl = tool("kubectl", "apt-get install kubernetes-client");
     let (ok, text) = run(Command::new(&kubectl)
         .arg("kustomize")
@@ -966,6 +982,7 @@ fn kubectl_kustomize_renders_the_base() {
 #[test]
 #[ignore = "needs systemd-analyze (Debian systemd; scripts/test-all.sh installs it)"]
 fn systemd_analyze_verifies_the_unit() {
+    let _serial = serial::shared_blocking();
     let analyze = tool("systemd-analyze", "apt-get install systemd");
     // The unit as shipped, except that ExecStart names the binary under test:
     // `verify` checks that the executable exists.
@@ -1007,6 +1024,7 @@ fn systemd_analyze_verifies_the_unit() {
 #[test]
 #[ignore = "needs python3 and /bin/sh (scripts/test-all.sh runs it)"]
 fn the_generated_files_are_up_to_date() {
+    let _serial = serial::shared_blocking();
     let python = tool("python3", "apt-get install python3");
     let (ok, text) = run(Command::new(&python)
         .arg(repo().join("dashboards/generate.py"))

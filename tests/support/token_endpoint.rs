@@ -1,21 +1,12 @@
-//! Helpers for the OAuth tests (`tests/oauth.rs`, `tests/oauth_cli.rs`,
-//! `tests/oauth_stack.rs`):
-//! - [`TokenEndpoint`]: a hyper 1 server that plays an OAuth 2.0 token endpoint (issues
-//!   short-lived bearer tokens, counts and records requests, fails on demand, rotates
-//!   refresh tokens) and answers Dovecot's token introspection for the tokens it issued;
-//! - an in-process STARTTLS SMTP server that accepts exactly the endpoint's live tokens
-//!   over XOAUTH2;
-//! - mailbox, cache and prober builders, and a bare HTTP GET for the binary's endpoints.
-//!
-//! Only loopback addresses are used.
-
-#![allow(dead_code)]
+//! The OAuth 2.0 token endpoint the tests talk to: a hyper 1 server that issues
+//! short-lived bearer tokens, counts and records requests, fails on demand and rotates
+//! refresh tokens. It also answers Dovecot's token introspection for the tokens it
+//! issued, and builds the in-process STARTTLS SMTP server that accepts exactly its live
+//! tokens over XOAUTH2. Only loopback addresses are used.
 
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
-use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,27 +17,11 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use smtp_canary::auth::{CacheOptions, TokenCache, TokenClient};
-use smtp_canary::config::{
-    AuthConfig, Budget, Grant, Limits, Mailbox, OAuth2, Provider, Secret, Security, TlsSettings,
-};
-use smtp_canary::demo::Pki;
 use smtp_canary::demo::server::{AuthVerdict, Mechanism, ServerHandle, SmtpServer};
-use smtp_canary::probe::{Prober, ProberOptions, Template, TlsTrust};
 use tokio::net::TcpListener;
 
-pub const USER: &str = "canary@example.com";
-pub const CLIENT_ID: &str = "11111111-2222-3333-4444-555555555555";
-pub const CLIENT_SECRET: &str = "cs~Q8w-TopSecret.Value_0123456789";
-pub const SCOPE: &str = "https://outlook.office365.com/.default";
-pub const HELO: &str = "probe.canary.test";
-
-/// Entra's answer for an expired client secret.
-pub const AADSTS7000222: &str = "AADSTS7000222: The provided client secret keys for app \
-    '11111111-2222-3333-4444-555555555555' are expired. Visit the Azure portal to create new keys \
-    for your app: https://aka.ms/NewClientSecret, or consider using certificate credentials for \
-    added security: https://aka.ms/certCreds.\r\nTrace ID: 0b1c2d3e-0000-4000-8000-000000000001\r\n\
-    Correlation ID: 5f6e7d8c-0000-4000-8000-000000000002\r\nTimestamp: 2026-11-29 16:00:00Z";
+use super::fixtures::USER;
+use super::pki::{self, TestPki};
 
 /// What the token path answers.
 #[derive(Debug, Clone)]
@@ -229,10 +204,10 @@ impl TokenEndpoint {
     /// An in-process STARTTLS SMTP server that accepts XOAUTH2 for [`USER`] with exactly
     /// this endpoint's live tokens; a rejected token gets Google's 334 challenge when
     /// `challenge` is true.
-    pub fn smtp_server(&self, pki: &Pki, challenge: bool) -> SmtpServer {
+    pub fn smtp_server(&self, pki: &TestPki, challenge: bool) -> SmtpServer {
         let ep = self.clone();
         SmtpServer::new()
-            .starttls(pki.server_config().expect("server config"))
+            .starttls(pki.pki.server_config().expect("server config"))
             .mechanisms([Mechanism::XOAuth2])
             .xoauth2_challenge(challenge)
             .auth_check(move |c| {
@@ -243,6 +218,11 @@ impl TokenEndpoint {
                     AuthVerdict::Reject
                 }
             })
+    }
+
+    /// [`TokenEndpoint::smtp_server`], started.
+    pub async fn start_smtp(&self, pki: &TestPki, challenge: bool) -> ServerHandle {
+        pki::start(self.smtp_server(pki, challenge)).await
     }
 }
 
@@ -387,127 +367,4 @@ fn decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-/// client_credentials settings pointing at `url`.
-pub fn client_credentials(url: &str) -> OAuth2 {
-    OAuth2 {
-        grant: Grant::ClientCredentials,
-        token_url: url.to_owned(),
-        scope: Some(SCOPE.to_owned()),
-        client_id: CLIENT_ID.to_owned(),
-        client_secret: Secret::new(CLIENT_SECRET),
-        refresh_token: None,
-    }
-}
-
-/// refresh_token settings pointing at `url`; an empty `client_secret` is a public client.
-pub fn refresh_grant(url: &str, refresh_token: &str, client_secret: &str) -> OAuth2 {
-    OAuth2 {
-        grant: Grant::RefreshToken,
-        token_url: url.to_owned(),
-        scope: Some("https://mail.google.com/".to_owned()),
-        client_id: CLIENT_ID.to_owned(),
-        client_secret: Secret::new(client_secret),
-        refresh_token: Some(Secret::new(refresh_token)),
-    }
-}
-
-/// An XOAUTH2 mailbox on 127.0.0.1:`port` (STARTTLS, trusting `ca_file`).
-pub fn mailbox(name: &str, port: u16, ca_file: &Path, oauth: OAuth2) -> Mailbox {
-    Mailbox {
-        name: name.to_owned(),
-        provider: Provider::Generic,
-        host: "127.0.0.1".to_owned(),
-        port,
-        security: Security::Starttls,
-        auth: AuthConfig::OAuth2 {
-            username: USER.to_owned(),
-            oauth,
-        },
-        auth_mechanism: None,
-        from: USER.to_owned(),
-        to: vec!["sink@example.com".to_owned()],
-        interval: Duration::from_secs(60),
-        timeout: Duration::from_secs(10),
-        tls: TlsSettings {
-            ca_file: Some(ca_file.to_path_buf()),
-            server_name: None,
-        },
-        allow_insecure_auth: false,
-        source_address: None,
-        limits: Limits::default(),
-        budget: Budget::default(),
-        line: 0,
-    }
-}
-
-/// The token cache of `mb` (which must be an OAuth mailbox) on a fresh client.
-pub fn cache(mb: &Mailbox, opts: &CacheOptions) -> Arc<TokenCache> {
-    let AuthConfig::OAuth2 { username, oauth } = &mb.auth else {
-        panic!("not an OAuth mailbox")
-    };
-    let client = TokenClient::new(&TlsTrust::new()).expect("token client");
-    Arc::new(TokenCache::new(&mb.name, username, oauth, client, opts).expect("token cache"))
-}
-
-pub fn prober() -> Prober {
-    Prober::new(ProberOptions {
-        // IP-literal hosts never ask; this only keeps the system resolver out of it.
-        dns_server: Some("127.0.0.1:9".parse().unwrap()),
-        helo_name: HELO.to_owned(),
-    })
-    .expect("prober")
-}
-
-pub fn template(mb: &Mailbox) -> Template {
-    Template::new(&mb.name, &mb.from, &mb.to, HELO).expect("template")
-}
-
-/// A throwaway PKI for `localhost` / `127.0.0.1` with its CA in a temp file.
-pub struct TestPki {
-    pub pki: Pki,
-    pub ca_file: tempfile::NamedTempFile,
-}
-
-impl TestPki {
-    pub fn new() -> TestPki {
-        let pki = Pki::generate(&["localhost", "127.0.0.1"]).expect("PKI");
-        let mut ca_file = tempfile::NamedTempFile::new().expect("temp file");
-        ca_file.write_all(pki.ca_pem().as_bytes()).unwrap();
-        ca_file.flush().unwrap();
-        TestPki { pki, ca_file }
-    }
-
-    pub fn ca_path(&self) -> &Path {
-        self.ca_file.path()
-    }
-}
-
-/// Starts [`TokenEndpoint::smtp_server`].
-pub async fn start_smtp(ep: &TokenEndpoint, pki: &TestPki, challenge: bool) -> ServerHandle {
-    ep.smtp_server(&pki.pki, challenge)
-        .start()
-        .await
-        .expect("start SMTP server")
-}
-
-/// A bare HTTP/1.0 GET on loopback (for the binary's `/metrics` and `/`); `None` if
-/// nothing answers.
-pub fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    Some(out)
-}
-
-/// A free loopback port (bound and released; good enough for a test).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }

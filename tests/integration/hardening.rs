@@ -8,28 +8,30 @@
 //! `scripts/test-all.sh` (as root in CI) with `--ignored`; they panic, not skip, without
 //! root.
 
-mod harness;
-mod hostile;
-mod oauth_support;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD_NO_PAD as B64_NO_PAD;
-use harness::{BIN, Daemon, metric_value, run};
-use hostile::{HostileServer, Mode, Tls, run_measured};
-use smtp_canary::demo::{Pki, ServerHandle, SmtpServer};
+use smtp_canary::demo::ServerHandle;
 
-const USER: &str = "canary@example.com";
+use crate::support::daemon::{
+    ChildGuard, Daemon, Measured, check_config, command, outcome, run_measured,
+};
+use crate::support::exposition::metric_value;
+use crate::support::files::{mkfifo, sparse, write};
+use crate::support::fixtures::{CLIENT_ID, CLIENT_SECRET, USER};
+use crate::support::hostile::{HostileServer, Mode};
+use crate::support::pki::{TestPki, huge_chain_config, start_on};
+use crate::support::token_endpoint::TokenEndpoint;
+use crate::support::{http, ports, serial};
+
 /// Long and unlike any other text, so a leak of any piece of it is unmistakable.
 const PASSWORD: &str = "Pw-7qX2mZ9vL4kR8tB3nH6jF";
 /// Short (under the redactor's fragment length) and with a quote that debug output
 /// escapes: the hard case for scrubbing.
 const SHORT_PASSWORD: &str = "q\"8-Zx!p";
-const CLIENT_SECRET: &str = oauth_support::CLIENT_SECRET;
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -105,17 +107,6 @@ impl Secrets {
     }
 }
 
-fn write(path: &Path, text: &str) -> PathBuf {
-    std::fs::write(path, text).expect("write file");
-    path.to_path_buf()
-}
-
-fn mkfifo(path: &Path) {
-    let c = std::ffi::CString::new(path.to_str().expect("utf-8 path")).expect("path");
-    // SAFETY: a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
-}
-
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
@@ -148,38 +139,16 @@ fn expected_class(mode: Mode) -> &'static str {
     }
 }
 
-/// A TLS server config whose chain is `extra` certificates longer than needed.
-fn huge_chain_config(pki: &Pki, extra: usize) -> Arc<rustls::ServerConfig> {
-    let key = rcgen::KeyPair::generate().expect("key");
-    let filler = rcgen::CertificateParams::new(vec!["filler.invalid".to_owned()])
-        .expect("params")
-        .self_signed(&key)
-        .expect("cert");
-    let mut chain = pki.chain();
-    for _ in 0..extra {
-        chain.push(filler.der().clone());
-    }
-    let cfg = rustls::ServerConfig::builder_with_provider(smtp_canary::probe::provider())
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_no_client_auth()
-        .with_single_cert(chain, pki.key())
-        .expect("huge chain config");
-    Arc::new(cfg)
-}
-
 #[test]
 fn every_hostile_server_mode_ends_in_its_class_within_bounds_and_leaks_nothing() {
+    let _serial = serial::shared_blocking();
     let rt = runtime();
-    let pki = Pki::generate(&["localhost", "127.0.0.1"]).expect("pki");
-    let tls = Arc::new(Tls {
-        normal: pki.server_config().expect("server config"),
-        huge_chain: huge_chain_config(&pki, 300),
-    });
-    let tokens = rt.block_on(oauth_support::TokenEndpoint::start());
+    let pki = TestPki::new();
+    let tls = huge_chain_config(&pki.pki, 300);
+    let tokens = rt.block_on(TokenEndpoint::start());
     tokens.set_username(USER);
     let dir = tempfile::tempdir().expect("tempdir");
-    let ca = write(&dir.path().join("ca.pem"), &pki.ca_pem());
+    let ca = pki.ca_path();
     let pw_file = write(&dir.path().join("pw"), SHORT_PASSWORD);
     let cs_file = write(&dir.path().join("cs"), CLIENT_SECRET);
     let mut yaml = String::from("global: {timeout: 4s}\nmailboxes:\n");
@@ -190,7 +159,7 @@ fn every_hostile_server_mode_ends_in_its_class_within_bounds_and_leaks_nothing()
             format!(
                 "    oauth2: {{grant: client_credentials, token_url: '{}', scope: s, client_id: {}, client_secret_file: {}}}\n",
                 tokens.url(),
-                oauth_support::CLIENT_ID,
+                CLIENT_ID,
                 cs_file.display()
             )
         } else {
@@ -217,7 +186,7 @@ fn every_hostile_server_mode_ends_in_its_class_within_bounds_and_leaks_nothing()
     }
     let cfg = write(&dir.path().join("hostile.yaml"), &yaml);
 
-    let results: Vec<(Mode, hostile::Measured)> = std::thread::scope(|scope| {
+    let results: Vec<(Mode, Measured)> = std::thread::scope(|scope| {
         let chunks: Vec<_> = Mode::ALL.chunks(6).collect();
         let handles: Vec<_> = chunks
             .into_iter()
@@ -229,14 +198,13 @@ fn every_hostile_server_mode_ends_in_its_class_within_bounds_and_leaks_nothing()
                         .iter()
                         .map(|mode| {
                             let state = dir.join(format!("state-{}", mode.name()));
-                            let mut cmd = Command::new(BIN);
-                            cmd.args(["probe", &mode.name(), "--format", "json"])
-                                .args(["--log.level", "debug", "--config.file"])
+                            let mut cmd = command(&["probe", &mode.name(), "--format", "json"]);
+                            cmd.args(["--log.level", "debug", "--config.file"])
                                 .arg(cfg)
                                 .arg("--state.dir")
                                 .arg(&state)
                                 .args(["--dns-server", "127.0.0.1:9"]);
-                            (*mode, run_measured(cmd, dir, Duration::from_secs(30)))
+                            (*mode, run_measured(cmd, Duration::from_secs(30)))
                         })
                         .collect::<Vec<_>>()
                 })
@@ -273,8 +241,8 @@ fn every_hostile_server_mode_ends_in_its_class_within_bounds_and_leaks_nothing()
                     .join(" | ")
             ));
         }
-        if m.code != Some(1) {
-            problems.push(format!("{mode:?}: exit {:?}, want 1", m.code));
+        if m.code() != Some(1) {
+            problems.push(format!("{mode:?}: exit {:?}, want 1", m.code()));
         }
         // The probe timeout is 4 s; a parting QUIT adds at most 2 s.
         if m.elapsed > Duration::from_secs(12) {
@@ -295,8 +263,7 @@ fn every_hostile_server_mode_ends_in_its_class_within_bounds_and_leaks_nothing()
     }
     // The text format of every echo mode, too.
     for mode in Mode::ALL.into_iter().filter(|m| m.echoes()) {
-        let out = Command::new(BIN)
-            .args(["probe", &mode.name(), "--format", "text", "--config.file"])
+        let out = command(&["probe", &mode.name(), "--format", "text", "--config.file"])
             .arg(&cfg)
             .arg("--state.dir")
             .arg(dir.path().join(format!("state-text-{}", mode.name())))
@@ -319,12 +286,10 @@ fn every_hostile_server_mode_ends_in_its_class_within_bounds_and_leaks_nothing()
 /// probes servers that echo every form of the credentials.
 #[test]
 fn a_daemon_probing_echoing_servers_shows_no_secret_on_the_page_or_in_logs() {
+    let _serial = serial::shared_blocking();
     let rt = runtime();
-    let pki = Pki::generate(&["localhost", "127.0.0.1"]).expect("pki");
-    let tls = Arc::new(Tls {
-        normal: pki.server_config().expect("server config"),
-        huge_chain: pki.server_config().expect("server config"),
-    });
+    let pki = TestPki::new();
+    let tls = pki.pki.server_config().expect("server config");
     let dir = tempfile::tempdir().expect("tempdir");
     let pw_file = write(&dir.path().join("pw"), PASSWORD);
     let modes = [
@@ -383,14 +348,12 @@ fn a_daemon_probing_echoing_servers_shows_no_secret_on_the_page_or_in_logs() {
 
 #[test]
 fn files_that_are_not_regular_or_too_large_are_refused_at_once_by_name() {
+    let _serial = serial::shared_blocking();
     let dir = tempfile::tempdir().expect("tempdir");
     let fifo = dir.path().join("fifo");
     mkfifo(&fifo);
     let big = dir.path().join("big");
-    // 4 GB, sparse: costs nothing on disk.
-    std::fs::File::create(&big)
-        .and_then(|f| f.set_len(4 << 30))
-        .expect("sparse file");
+    sparse(&big, 4 << 30);
     let ca = write(&dir.path().join("ca.pem"), "-----BEGIN CERTIFICATE-----\n");
     let base = |extra: &str| {
         format!(
@@ -438,17 +401,8 @@ fn files_that_are_not_regular_or_too_large_are_refused_at_once_by_name() {
         for (key, yaml) in cases {
             let cfg = write(&dir.path().join("c.yaml"), &yaml);
             let t = Instant::now();
-            let out = run(
-                &["check-config", "--config.file", cfg.to_str().expect("path")],
-                &[],
-            );
-            let err = String::from_utf8_lossy(&out.stderr);
-            assert_eq!(
-                out.status.code(),
-                Some(2),
-                "{key} -> {}: {err}",
-                target.display()
-            );
+            let (code, err) = check_config(&cfg);
+            assert_eq!(code, Some(2), "{key} -> {}: {err}", target.display());
             assert!(err.contains(what), "{key} -> {}: {err}", target.display());
             assert!(
                 t.elapsed() < Duration::from_secs(5),
@@ -458,28 +412,26 @@ fn files_that_are_not_regular_or_too_large_are_refused_at_once_by_name() {
         }
         // The config file itself, and the web config file.
         let t = Instant::now();
-        let out = run(
-            &[
-                "check-config",
-                "--config.file",
-                target.to_str().expect("path"),
-            ],
-            &[],
-        );
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{err}");
+        let (code, err) = check_config(target);
+        assert_eq!(code, Some(2), "{err}");
         assert!(err.contains(what) && !err.contains(":0:0"), "{err}");
         assert!(t.elapsed() < Duration::from_secs(5));
     }
-    let out = run(
-        &["check-config", "--config.file", big.to_str().expect("path")],
-        &[],
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (_, err) = check_config(&big);
     assert!(
         err.contains("larger than 33554432 bytes, the limit for a config file"),
         "{err}"
     );
+}
+
+/// The daemon on `cfg` and `state`, expected to refuse to start: exit code and stderr.
+fn daemon_refusal(cfg: &Path, state: &Path) -> (Option<i32>, String) {
+    outcome(
+        command(&["--web.listen-address", "127.0.0.1:0", "--config.file"])
+            .arg(cfg)
+            .arg("--state.dir")
+            .arg(state),
+    )
 }
 
 /// A demo config, for the daemon tests that only need something to probe.
@@ -494,6 +446,7 @@ fn demo_config(dir: &Path, interval: &str) -> PathBuf {
 
 #[test]
 fn a_reload_that_meets_a_fifo_fails_fast_and_the_daemon_stays_responsive() {
+    let _serial = serial::shared_blocking();
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = demo_config(dir.path(), "1h");
     let mut d = Daemon::start(&cfg, &dir.path().join("state"), &[], &[]);
@@ -531,6 +484,7 @@ fn a_reload_that_meets_a_fifo_fails_fast_and_the_daemon_stays_responsive() {
 
 #[test]
 fn a_state_file_that_is_a_fifo_or_huge_does_not_hang_the_daemon() {
+    let _serial = serial::shared_blocking();
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = demo_config(dir.path(), "10s");
     let state = dir.path().join("state");
@@ -554,6 +508,7 @@ fn a_state_file_that_is_a_fifo_or_huge_does_not_hang_the_daemon() {
 
 #[test]
 fn the_state_directory_is_checked_locked_and_never_written_through_a_link() {
+    let _serial = serial::shared_blocking();
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = demo_config(dir.path(), "1h");
@@ -585,31 +540,21 @@ fn the_state_directory_is_checked_locked_and_never_written_through_a_link() {
     assert_eq!(mode, 0o700, "an open state dir of ours is fixed");
 
     // A second daemon on the same directory refuses to start.
-    let out = Command::new(BIN)
-        .arg("--config.file")
-        .arg(&cfg)
-        .arg("--state.dir")
-        .arg(&state)
-        .args(["--web.listen-address", "127.0.0.1:0"])
-        .output()
-        .expect("second daemon");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let (code, err) = daemon_refusal(&cfg, &state);
+    assert_eq!(code, Some(1), "{err}");
     assert!(
         err.contains("in use by another smtp-canary (daemon pid"),
         "{err}"
     );
 
     // And `probe` refuses while the daemon holds the ledger.
-    let out = Command::new(BIN)
-        .args(["probe", "demo-a", "--config.file"])
-        .arg(&cfg)
-        .arg("--state.dir")
-        .arg(&state)
-        .output()
-        .expect("probe");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let (code, err) = outcome(
+        command(&["probe", "demo-a", "--config.file"])
+            .arg(&cfg)
+            .arg("--state.dir")
+            .arg(&state),
+    );
+    assert_eq!(code, Some(2), "{err}");
     assert!(
         err.contains("in use by another smtp-canary (daemon pid"),
         "{err}"
@@ -617,105 +562,97 @@ fn the_state_directory_is_checked_locked_and_never_written_through_a_link() {
     drop(d);
 }
 
-/// A STARTTLS relay that accepts everything, counting messages (the demo server).
-fn counting_relay(rt: &tokio::runtime::Runtime, pki: &Pki) -> ServerHandle {
-    rt.block_on(async {
-        SmtpServer::new()
-            .starttls(pki.server_config().expect("server config"))
-            .users([(USER, PASSWORD)])
-            .start()
-            .await
-            .expect("relay")
-    })
+/// A STARTTLS relay that accepts everything from [`USER`] / [`PASSWORD`], counting
+/// messages (the demo server, on a runtime of its own), and a directory for the config
+/// and the state of the mailbox that uses it.
+struct Relay {
+    _rt: tokio::runtime::Runtime,
+    pki: TestPki,
+    server: ServerHandle,
+    dir: tempfile::TempDir,
 }
 
-fn relay_mailbox(
-    name: &str,
-    provider: &str,
-    relay: &ServerHandle,
-    ca: &Path,
-    extra: &str,
-) -> String {
-    format!(
-        "  - name: {name}\n    provider: {provider}\n    host: 127.0.0.1\n    port: {}\n    username: {USER}\n    password_env: HARDENING_PW\n    from: {USER}\n    to: [sink@example.com]\n    tls: {{ca_file: {}, server_name: localhost}}\n{extra}",
-        relay.local_addr().port(),
-        ca.display()
-    )
+impl Relay {
+    fn start() -> Relay {
+        let rt = runtime();
+        let pki = TestPki::new();
+        let server = start_on(&rt, pki.starttls_server().users([(USER, PASSWORD)]));
+        Relay {
+            _rt: rt,
+            pki,
+            server,
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    /// (Re)writes the config: `head`, then mailbox `name` of `provider` on the relay with
+    /// the `extra` keys; the password comes from `HARDENING_PW`.
+    fn config(&self, head: &str, name: &str, provider: &str, extra: &str) -> PathBuf {
+        write(
+            &self.dir.path().join("c.yaml"),
+            &format!(
+                "{head}mailboxes:\n  - name: {name}\n    provider: {provider}\n    host: 127.0.0.1\n    port: {}\n    username: {USER}\n    password_env: HARDENING_PW\n    from: {USER}\n    to: [sink@example.com]\n    tls: {{ca_file: {}, server_name: localhost}}\n{extra}",
+                self.server.local_addr().port(),
+                self.pki.ca_path().display()
+            ),
+        )
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// `smtp-canary probe NAME` of the config, to its end: exit code and stderr.
+    fn probe(&self, name: &str) -> (Option<i32>, String) {
+        outcome(
+            command(&["probe", name, "--config.file"])
+                .arg(self.dir.path().join("c.yaml"))
+                .arg("--state.dir")
+                .arg(self.state())
+                .env("HARDENING_PW", PASSWORD),
+        )
+    }
+
+    fn sent(&self) -> usize {
+        self.server.message_count()
+    }
 }
 
 #[test]
 fn the_probe_command_records_its_send_and_respects_the_budget() {
-    let rt = runtime();
-    let pki = Pki::generate(&["localhost", "127.0.0.1"]).expect("pki");
-    let relay = counting_relay(&rt, &pki);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ca = write(&dir.path().join("ca.pem"), &pki.ca_pem());
-    let cfg = write(
-        &dir.path().join("c.yaml"),
-        &format!(
-            "mailboxes:\n{}",
-            relay_mailbox(
-                "b2",
-                "generic",
-                &relay,
-                &ca,
-                "    budget: {messages_per_day: 2}\n"
-            )
-        ),
-    );
-    let state = dir.path().join("state");
-    let probe = || {
-        Command::new(BIN)
-            .args(["probe", "b2", "--config.file"])
-            .arg(&cfg)
-            .arg("--state.dir")
-            .arg(&state)
-            .env("HARDENING_PW", PASSWORD)
-            .output()
-            .expect("probe")
-    };
-    let codes: Vec<Option<i32>> = (0..4).map(|_| probe().status.code()).collect();
+    let _serial = serial::shared_blocking();
+    let relay = Relay::start();
+    relay.config("", "b2", "generic", "    budget: {messages_per_day: 2}\n");
+    let codes: Vec<Option<i32>> = (0..4).map(|_| relay.probe("b2").0).collect();
     assert_eq!(codes, [Some(0), Some(0), Some(1), Some(1)]);
-    let last = probe();
-    assert!(
-        String::from_utf8_lossy(&last.stderr).contains("not probed (budget)"),
-        "{}",
-        String::from_utf8_lossy(&last.stderr)
-    );
-    assert_eq!(relay.message_count(), 2);
+    let (_, err) = relay.probe("b2");
+    assert!(err.contains("not probed (budget)"), "{err}");
+    assert_eq!(relay.sent(), 2);
 }
 
 #[test]
 fn the_per_minute_share_holds_through_sighup_storms_and_the_probe_command() {
-    let rt = runtime();
-    let pki = Pki::generate(&["localhost", "127.0.0.1"]).expect("pki");
-    let relay = counting_relay(&rt, &pki);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ca = write(&dir.path().join("ca.pem"), &pki.ca_pem());
+    let _serial = serial::shared_blocking();
+    let relay = Relay::start();
     // microsoft365: 30 messages a minute, of which the canary may use 10% (3).
-    let yaml = |interval: u32| {
-        format!(
-            "mailboxes:\n{}",
-            relay_mailbox(
-                "m365",
-                "microsoft365",
-                &relay,
-                &ca,
-                &format!("    interval: {interval}s\n    budget: {{messages_per_day: 500}}\n")
-            )
+    let config = |interval: u32| {
+        relay.config(
+            "",
+            "m365",
+            "microsoft365",
+            &format!("    interval: {interval}s\n    budget: {{messages_per_day: 500}}\n"),
         )
     };
-    let cfg = write(&dir.path().join("c.yaml"), &yaml(60));
-    let state = dir.path().join("state");
+    let cfg = config(60);
     let envs = [("HARDENING_PW", PASSWORD)];
-    let d = Daemon::start(&cfg, &state, &["--probe.immediate"], &envs);
+    let d = Daemon::start(&cfg, &relay.state(), &["--probe.immediate"], &envs);
     d.wait_metrics(Duration::from_secs(20), |b| {
         metric_value(b, "smtp_canary_probes_total{mailbox=\"m365\"}").is_some_and(|v| v >= 1.0)
     });
     // 60 reloads in a few seconds, each changing the mailbox so that its schedule
     // restarts with an immediate probe.
     for i in 0..60 {
-        write(&cfg, &yaml(60 + i % 7));
+        config(60 + i % 7);
         d.signal("HUP");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -727,7 +664,7 @@ fn the_per_minute_share_holds_through_sighup_storms_and_the_probe_command() {
         .is_some_and(|v| v >= 1.0)
     });
     std::thread::sleep(Duration::from_secs(2));
-    assert!(relay.message_count() <= 3, "sent {}", relay.message_count());
+    assert!(relay.sent() <= 3, "sent {}", relay.sent());
     assert!(
         metric_value(&body, "smtp_canary_probes_total{mailbox=\"m365\"}").unwrap_or(0.0) <= 3.0
     );
@@ -737,28 +674,18 @@ fn the_per_minute_share_holds_through_sighup_storms_and_the_probe_command() {
     let (st, _) = d.terminate();
     assert!(st.success());
     // The probe command meets the same gate, in the same ledger.
-    let out = Command::new(BIN)
-        .args(["probe", "m365", "--config.file"])
-        .arg(&cfg)
-        .arg("--state.dir")
-        .arg(&state)
-        .env("HARDENING_PW", PASSWORD)
-        .output()
-        .expect("probe");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let (code, err) = relay.probe("m365");
+    assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("not probed (rate)"), "{err}");
-    assert!(relay.message_count() <= 3, "sent {}", relay.message_count());
+    assert!(relay.sent() <= 3, "sent {}", relay.sent());
 }
 
 #[test]
 fn sigterm_always_stops_a_second_one_at_once_and_ready_says_503_meanwhile() {
+    let _serial = serial::shared_blocking();
     let rt = runtime();
-    let pki = Pki::generate(&["localhost", "127.0.0.1"]).expect("pki");
-    let tls = Arc::new(Tls {
-        normal: pki.server_config().expect("server config"),
-        huge_chain: pki.server_config().expect("server config"),
-    });
+    let pki = TestPki::new();
+    let tls = pki.pki.server_config().expect("server config");
     let silent = HostileServer::start(&rt, Mode::SilentGreeting, tls);
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = write(
@@ -788,39 +715,37 @@ fn sigterm_always_stops_a_second_one_at_once_and_ready_says_503_meanwhile() {
 
 #[test]
 fn usage_and_config_mistakes_are_reported_well() {
+    let _serial = serial::shared_blocking();
     // A malformed listen address is a usage error.
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = demo_config(dir.path(), "1h");
-    let out = Command::new(BIN)
-        .arg("--config.file")
+    let (code, err) = outcome(
+        command(&[
+            "--web.listen-address",
+            "127.0.0.1:notaport",
+            "--config.file",
+        ])
         .arg(&cfg)
-        .args(["--web.listen-address", "127.0.0.1:notaport"])
         .arg("--state.dir")
-        .arg(dir.path().join("s1"))
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--web.listen-address"));
+        .arg(dir.path().join("s1")),
+    );
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--web.listen-address"));
 
     // `:0` logs the port it really got.
-    let log_path = dir.path().join("s2.log");
-    let mut child = Command::new(BIN)
-        .arg("--config.file")
-        .arg(&cfg)
-        .args([
-            "--web.listen-address",
-            "127.0.0.1:0",
-            "--dns-server",
-            "127.0.0.1:9",
-        ])
-        .arg("--state.dir")
-        .arg(dir.path().join("s2"))
-        .stderr(std::fs::File::create(&log_path).expect("log"))
-        .spawn()
-        .expect("daemon");
+    let child = ChildGuard::spawn(
+        "smtp-canary daemon",
+        command(&["--web.listen-address", "127.0.0.1:0"])
+            .args(["--dns-server", ports::DEAD_DNS])
+            .arg("--config.file")
+            .arg(&cfg)
+            .arg("--state.dir")
+            .arg(dir.path().join("s2")),
+        dir.path().join("s2.log"),
+    );
     let t = Instant::now();
     let port = loop {
-        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let log = child.log();
         if let Some(p) = log
             .split("address=")
             .nth(1)
@@ -834,21 +759,16 @@ fn usage_and_config_mistakes_are_reported_well() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_ne!(port, 0);
-    assert!(harness::http("GET", &format!("127.0.0.1:{port}"), "/-/healthy").is_some());
-    let _ = child.kill();
-    let _ = child.wait();
+    assert!(http::get(ports::loopback(port), "/-/healthy").is_ok());
+    drop(child);
 
     // A quoted 'yes' is not a boolean, and one bad value hides none of the others.
     let bad = write(
         &dir.path().join("bad.yaml"),
         "mailboxes:\n  - name: m\n    host: smtp.example.com\n    port: abc\n    security: bogus\n    allow_insecure_auth: 'yes'\n    from: nobody\n    to: [b@example.com]\n",
     );
-    let out = run(
-        &["check-config", "--config.file", bad.to_str().expect("path")],
-        &[],
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2));
+    let (code, err) = check_config(&bad);
+    assert_eq!(code, Some(2));
     for key in ["].port", "].security", "].allow_insecure_auth", "].from"] {
         assert!(err.contains(key), "{key} missing: {err}");
     }
@@ -862,16 +782,8 @@ fn usage_and_config_mistakes_are_reported_well() {
             "n".repeat(300)
         ),
     );
-    let out = run(
-        &[
-            "check-config",
-            "--config.file",
-            long.to_str().expect("path"),
-        ],
-        &[],
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let (code, err) = check_config(&long);
+    assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("the limit is 128"), "{err}");
 }
 
@@ -881,25 +793,16 @@ fn usage_and_config_mistakes_are_reported_well() {
 #[test]
 #[ignore = "needs root (mounts a tmpfs); run by scripts/test-all.sh"]
 fn kill9_cycles_on_a_full_then_read_only_state_dir_never_over_send() {
+    let _serial = serial::shared_blocking();
     assert!(is_root(), "this fault test mounts a tmpfs: run it as root");
-    let rt = runtime();
-    let pki = Pki::generate(&["localhost", "127.0.0.1"]).expect("pki");
-    let relay = counting_relay(&rt, &pki);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ca = write(&dir.path().join("ca.pem"), &pki.ca_pem());
-    let cfg = write(
-        &dir.path().join("c.yaml"),
-        &format!(
-            "global: {{interval: 10s, timeout: 5s}}\nmailboxes:\n{}",
-            relay_mailbox(
-                "b2",
-                "generic",
-                &relay,
-                &ca,
-                "    budget: {messages_per_day: 2}\n"
-            )
-        ),
+    let relay = Relay::start();
+    let cfg = relay.config(
+        "global: {interval: 10s, timeout: 5s}\n",
+        "b2",
+        "generic",
+        "    budget: {messages_per_day: 2}\n",
     );
+    let dir = &relay.dir;
     let mnt = dir.path().join("mnt");
     std::fs::create_dir_all(&mnt).expect("mnt");
     let sh = |cmd: &str| {
@@ -959,12 +862,12 @@ fn kill9_cycles_on_a_full_then_read_only_state_dir_never_over_send() {
         .arg(format!("of={}", mnt.join("filler").display()))
         .status();
     cycle("full");
-    assert_eq!(relay.message_count(), 0, "sent with a full state dir");
+    assert_eq!(relay.sent(), 0, "sent with a full state dir");
     // Read-only, with a ledger that allows sends: still nothing without a record.
     let _ = std::fs::remove_file(mnt.join("filler"));
     sh(&format!("mount -o remount,ro {}", mnt.display()));
     cycle("ro");
-    assert_eq!(relay.message_count(), 0, "sent with a read-only state dir");
+    assert_eq!(relay.sent(), 0, "sent with a read-only state dir");
     // Writable again: the budget of 2 holds across kill -9 cycles too.
     sh(&format!("mount -o remount,rw {}", mnt.display()));
     for i in 0..5 {
@@ -978,14 +881,15 @@ fn kill9_cycles_on_a_full_then_read_only_state_dir_never_over_send() {
         std::thread::sleep(Duration::from_millis(1500));
         d.kill9();
     }
-    assert!(relay.message_count() <= 2, "sent {}", relay.message_count());
-    assert!(relay.message_count() >= 1, "nothing sent once writable");
+    assert!(relay.sent() <= 2, "sent {}", relay.sent());
+    assert!(relay.sent() >= 1, "nothing sent once writable");
 }
 
 /// As root: a state directory owned by another user is refused.
 #[test]
 #[ignore = "needs root (chown); run by scripts/test-all.sh"]
 fn a_state_dir_owned_by_another_user_is_refused() {
+    let _serial = serial::shared_blocking();
     assert!(is_root(), "this test chowns a directory: run it as root");
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = demo_config(dir.path(), "1h");
@@ -997,15 +901,7 @@ fn a_state_dir_owned_by_another_user_is_refused() {
         .status()
         .expect("chown");
     assert!(st.success());
-    let out = Command::new(BIN)
-        .arg("--config.file")
-        .arg(&cfg)
-        .arg("--state.dir")
-        .arg(&state)
-        .args(["--web.listen-address", "127.0.0.1:0"])
-        .output()
-        .expect("run");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let (code, err) = daemon_refusal(&cfg, &state);
+    assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("is owned by uid 65534"), "{err}");
 }

@@ -6,7 +6,7 @@
 //!
 //! ```sh
 //! sudo tests/stack/up.sh
-//! cargo test --test stack_integration -- --ignored
+//! cargo test --test integration -- --ignored stack_integration::
 //! ```
 //!
 //! The tests are independent and may run in parallel: each one binds its own fresh
@@ -15,12 +15,19 @@
 //! too. When the stack is not up (no `$STACK_ROOT/run/stack.env`), every test panics with
 //! instructions; nothing is skipped silently.
 
-mod stack_support;
-
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use stack_support::*;
+use smtp_canary::demo::pki::Ca;
+
+use crate::support::ports::fresh_source;
+use crate::support::relay::{Tee, connect_from, read_smtp_reply, rt};
+use crate::support::stack::canary::Canary;
+use crate::support::stack::mail::{
+    LogCursor, base64, dkim_tags, dkim_verify, header, unfold_headers,
+};
+use crate::support::stack::prometheus::{TestPrometheus, promtool_check_config};
+use crate::support::stack::{Stack, tool};
+use crate::support::{repo, serial, wait_until};
 
 /// Source addresses of tests that do not exercise rate limits: 127.20-99.y.z.
 const SRC_PLAIN: std::ops::Range<u8> = 20..100;
@@ -139,12 +146,14 @@ fn canary_delivered_with(mechanism: &str) {
 #[test]
 #[ignore = "needs the mail stack: tests/stack/up.sh (root)"]
 fn canary_starttls_auth_plain_lands_with_header_and_dkim() {
+    let _serial = serial::shared_blocking();
     canary_delivered_with("PLAIN");
 }
 
 #[test]
 #[ignore = "needs the mail stack: tests/stack/up.sh (root)"]
 fn canary_starttls_auth_login_lands_with_header_and_dkim() {
+    let _serial = serial::shared_blocking();
     canary_delivered_with("LOGIN");
 }
 
@@ -155,6 +164,7 @@ fn canary_starttls_auth_login_lands_with_header_and_dkim() {
 #[test]
 #[ignore = "needs the mail stack: tests/stack/up.sh (root)"]
 fn wrong_password_is_auth_578_not_timeout() {
+    let _serial = serial::shared_blocking();
     let stack = Stack::get();
     let src = fresh_source(SRC_PLAIN);
     let wrong = format!("wrong-{:016x}", rand::random::<u64>());
@@ -199,6 +209,7 @@ fn wrong_password_is_auth_578_not_timeout() {
 #[test]
 #[ignore = "needs the mail stack: tests/stack/up.sh (root)"]
 fn security_none_sends_no_credentials() {
+    let _serial = serial::shared_blocking();
     let stack = Stack::get();
     let src = fresh_source(SRC_PLAIN);
     let log = LogCursor::new(stack.postfix_log());
@@ -305,6 +316,7 @@ fn security_none_sends_no_credentials() {
 #[test]
 #[ignore = "needs the mail stack: tests/stack/up.sh (root)"]
 fn message_rate_limit_is_throttled_471_at_mail() {
+    let _serial = serial::shared_blocking();
     let stack = Stack::get();
     let limit = stack.num("STACK_RATE_MSGS");
     let src = fresh_source(SRC_RATE);
@@ -350,6 +362,7 @@ fn message_rate_limit_is_throttled_471_at_mail() {
 #[test]
 #[ignore = "needs the mail stack: tests/stack/up.sh (root)"]
 fn connection_rate_limit_is_throttled_470_at_greeting() {
+    let _serial = serial::shared_blocking();
     let stack = Stack::get();
     let limit = stack.num("STACK_RATE_CONN");
     let src = fresh_source(SRC_RATE);
@@ -395,9 +408,9 @@ fn connection_rate_limit_is_throttled_470_at_greeting() {
 #[test]
 #[ignore = "needs the mail stack: tests/stack/up.sh (root)"]
 fn untrusted_ca_is_class_tls() {
+    let _serial = serial::shared_blocking();
     let stack = Stack::get();
-    let ca =
-        smtp_canary::demo::pki::Ca::new("smtp-canary untrusted test CA").expect("generating a CA");
+    let ca = Ca::new("smtp-canary untrusted test CA").expect("generating a CA");
     let ca_dir = tempfile::tempdir().expect("tempdir");
     let ca_file = ca_dir.path().join("untrusted-ca.pem");
     std::fs::write(&ca_file, ca.cert_pem()).expect("writing the CA");
@@ -425,6 +438,7 @@ fn untrusted_ca_is_class_tls() {
 #[test]
 #[ignore = "needs the mail stack: tests/stack/up.sh (root)"]
 fn wrong_server_name_is_class_tls() {
+    let _serial = serial::shared_blocking();
     let stack = Stack::get();
     let mut mb = stack
         .mailbox("stack-wrongname")
@@ -452,6 +466,7 @@ fn wrong_server_name_is_class_tls() {
 #[test]
 #[ignore = "needs the mail stack: tests/stack/up.sh (root)"]
 fn host_name_resolves_through_knot() {
+    let _serial = serial::shared_blocking();
     let stack = Stack::get();
     let mut mb = stack
         .mailbox("stack-byname")
@@ -459,7 +474,7 @@ fn host_name_resolves_through_knot() {
     mb.host = stack.tls_name().to_owned();
     mb.server_name = None;
     let mut canary = Canary::new(&[mb]);
-    canary.extra_args = vec!["--dns-server".into(), stack.var("STACK_DNS").to_owned()];
+    canary.extra_args = vec!["--dns-server".into(), stack.dns().to_owned()];
 
     let run = canary.probe("stack-byname");
     run.assert_success();
@@ -488,6 +503,7 @@ fn host_name_resolves_through_knot() {
 #[test]
 #[ignore = "needs the mail stack: tests/stack/up.sh (root)"]
 fn unknown_host_name_is_class_dns() {
+    let _serial = serial::shared_blocking();
     let stack = Stack::get();
     let mut mb = stack.mailbox("stack-nxdomain");
     mb.host = format!(
@@ -496,7 +512,7 @@ fn unknown_host_name_is_class_dns() {
         stack.var("STACK_DOMAIN")
     );
     let mut canary = Canary::new(&[mb]);
-    canary.extra_args = vec!["--dns-server".into(), stack.var("STACK_DNS").to_owned()];
+    canary.extra_args = vec!["--dns-server".into(), stack.dns().to_owned()];
 
     let run = canary.probe("stack-nxdomain");
     run.assert_failure("dns", "dns", "");
@@ -510,139 +526,49 @@ fn unknown_host_name_is_class_dns() {
 
 // ------------------------------------------------------------------------------------ 7
 
-/// The shipped `deploy/prometheus/prometheus.yml`, made runnable for a test: the target
-/// points at `target` and every interval is 1 s. The job definition is otherwise the
-/// shipped one, unchanged.
-fn render_shipped_prometheus_config(target: SocketAddr) -> String {
-    let shipped = std::fs::read_to_string(shipped_prometheus_config())
-        .expect("reading deploy/prometheus/prometheus.yml");
-    assert!(
-        shipped.contains("job_name: smtp-canary"),
-        "the shipped config has job smtp-canary"
-    );
-    assert_eq!(
-        shipped.matches("localhost:9587").count(),
-        1,
-        "one static target localhost:9587"
-    );
-    let mut out = String::new();
-    for line in shipped
-        .replace("localhost:9587", &target.to_string())
-        .lines()
-    {
-        let key = line.trim_start();
-        let indent = &line[..line.len() - key.len()];
-        if let Some(k) = [
-            "scrape_interval:",
-            "scrape_timeout:",
-            "evaluation_interval:",
-        ]
-        .iter()
-        .find(|k| key.starts_with(*k))
-        {
-            out += &format!("{indent}{k} 1s\n");
-        } else {
-            out += line;
-            out.push('\n');
-        }
-    }
-    out
-}
-
-fn shipped_prometheus_config() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus/prometheus.yml")
-}
-
-fn promtool_check_config(path: &std::path::Path) {
-    let out = std::process::Command::new(stack_tool("promtool"))
-        .args(["check", "config"])
-        .arg(path)
-        .output()
-        .expect("running promtool");
-    assert!(
-        out.status.success(),
-        "promtool check config {}: {}\n{}{}",
-        path.display(),
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// A test-owned Prometheus, using the shipped job definition, scrapes a running
 /// smtp-canary daemon: `up{job="smtp-canary"} == 1` and `smtp_canary_probe_success` is
 /// queryable through the HTTP API.
 #[test]
 #[ignore = "needs the mail stack: tests/stack/up.sh (root)"]
 fn prometheus_scrapes_the_daemon_with_the_shipped_config() {
+    let _serial = serial::shared_blocking();
     let stack = Stack::get();
-    promtool_check_config(&shipped_prometheus_config());
+    promtool_check_config(&repo().join("deploy/prometheus/prometheus.yml"));
 
     let name = "stack-scraped";
     let canary = Canary::new(&[stack.mailbox(name).source(fresh_source(SRC_PLAIN))]);
-    let web: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let daemon = canary.daemon(web);
-
-    let prom_dir = canary.dir.path().join("prometheus");
-    std::fs::create_dir_all(prom_dir.join("data")).unwrap();
-    let prom_cfg = prom_dir.join("prometheus.yml");
-    std::fs::write(&prom_cfg, render_shipped_prometheus_config(web)).unwrap();
-    // The shipped config loads `rule_files: [alerts.yml]` relative to itself.
-    std::fs::copy(
-        shipped_prometheus_config().with_file_name("alerts.yml"),
-        prom_dir.join("alerts.yml"),
-    )
-    .expect("copying deploy/prometheus/alerts.yml next to the rendered config");
-    promtool_check_config(&prom_cfg);
-    let prom: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let prometheus = ChildGuard::spawn(
-        "prometheus",
-        std::process::Command::new(stack_tool("prometheus"))
-            .arg(format!("--config.file={}", prom_cfg.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                prom_dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address={prom}"))
-            .arg("--log.level=warn"),
-        prom_dir.join("prometheus.log"),
-    );
-    let ready = wait_until(Duration::from_secs(30), || {
-        prometheus.assert_running();
-        http_get(prom, "/-/ready").ok().filter(|(s, _)| *s == 200)
-    });
-    assert!(
-        ready.is_some(),
-        "test Prometheus not ready on {prom}\n{}",
-        prometheus.log_tail()
-    );
+    let daemon = canary.daemon();
+    let prometheus = TestPrometheus::start(canary.dir.path(), &daemon.addr);
 
     let t = Instant::now();
     let up = wait_until(Duration::from_secs(30), || {
-        let r = prom_query(prom, r#"up{job="smtp-canary"}"#)?;
+        let r = prometheus.query(r#"up{job="smtp-canary"}"#).ok()?;
         r.iter().find(|s| s["value"][1] == "1").cloned()
     });
     let up = up.unwrap_or_else(|| {
         panic!(
-            "up{{job=\"smtp-canary\"}} never became 1 (targets: {:?})\n{}\n{}",
-            http_get(prom, "/api/v1/targets").map(|r| r.1),
-            prometheus.log_tail(),
+            "up{{job=\"smtp-canary\"}} never became 1 (targets: {})\n{}\n{}",
+            prometheus.targets(),
+            prometheus.child.log_tail(),
             daemon.log_tail()
         )
     });
-    assert_eq!(up["metric"]["instance"], web.to_string(), "{up}");
+    assert_eq!(up["metric"]["instance"], daemon.addr, "{up}");
     eprintln!("up == 1 after {:.1}s: {up}", t.elapsed().as_secs_f64());
 
     let query = format!(r#"smtp_canary_probe_success{{job="smtp-canary",mailbox="{name}"}}"#);
     let success = wait_until(Duration::from_secs(30), || {
-        prom_query(prom, &query)?
+        prometheus
+            .query(&query)
+            .ok()?
             .into_iter()
             .find(|s| s["value"][1] == "1")
     })
     .unwrap_or_else(|| {
         panic!(
             "{query} never returned 1 (last answer: {:?})\n{}",
-            prom_query(prom, &query),
+            prometheus.query(&query),
             daemon.log_tail()
         )
     });
@@ -657,6 +583,7 @@ fn prometheus_scrapes_the_daemon_with_the_shipped_config() {
 #[test]
 #[ignore = "needs the mail stack: tests/stack/up.sh (root)"]
 fn promtool_check_metrics_is_clean() {
+    let _serial = serial::shared_blocking();
     let stack = Stack::get();
     let good = stack
         .mailbox("stack-metrics-ok")
@@ -666,12 +593,11 @@ fn promtool_check_metrics_is_clean() {
         .source(fresh_source(SRC_PLAIN));
     bad.server_name = Some("wrong.example.test".into());
     let canary = Canary::new(&[good, bad]);
-    let web: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let daemon = canary.daemon(web);
+    let daemon = canary.daemon();
 
     // Both first probes finished: each mailbox has its timestamp.
     let body = wait_until(Duration::from_secs(30), || {
-        let (status, body) = http_get(web, "/metrics").ok()?;
+        let (status, body) = daemon.get("/metrics")?;
         let done = |mb: &str| {
             body.contains(&format!(
                 "smtp_canary_probe_timestamp_seconds{{mailbox=\"{mb}\"}}"
@@ -693,7 +619,7 @@ fn promtool_check_metrics_is_clean() {
         "{body}"
     );
 
-    let mut child = std::process::Command::new(stack_tool("promtool"))
+    let mut child = std::process::Command::new(tool("promtool"))
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())

@@ -7,8 +7,8 @@
 //!   and budget (the demo preset has Microsoft 365's limits), the occasional 432 4.3.2;
 //! - a password mailbox on the stack's Postfix (STARTTLS, PLAIN/LOGIN, the stack's CA);
 //! - an OAuth mailbox: XOAUTH2 through Postfix + Dovecot, whose introspection endpoint
-//!   (127.0.0.1:18080) this test serves together with the token endpoint
-//!   (`oauth_support::TokenEndpoint`): token expiry, mechanism XOAUTH2;
+//!   (127.0.0.1:18080) the test binary serves together with the token endpoint
+//!   (`Stack::token_endpoint`): token expiry, mechanism XOAUTH2;
 //! - an OAuth mailbox whose token endpoint answers `invalid_client` (AADSTS7000215):
 //!   `oauth_token_failures_total{reason="invalid_client"}`, class `oauth_token`;
 //! - a `provider: microsoft365` password mailbox pointed at the stack's Postfix (host
@@ -23,21 +23,22 @@
 //! rule must evaluate without error, and the alerts this data should fire do.
 //!
 //! `#[ignore]`d like the other stack tests; `scripts/test-all.sh` runs it with
-//! `cargo test --test dashboards_live -- --ignored`. It panics when the stack is not up.
-//! It listens on the stack's introspection port, so it must not run at the same time as
-//! `tests/oauth_stack.rs` (cargo runs test binaries one after another).
-
-mod deploy_support;
-mod oauth_support;
-mod stack_support;
+//! `cargo test --test integration -- --ignored dashboards_live::`. It panics when the
+//! stack is not up. The endpoint on the introspection port is one per process, shared
+//! with `oauth_stack`.
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use stack_support::{ChildGuard, Stack, http_get, urlencode, wait_until};
+
+use crate::support::daemon::Daemon;
+use crate::support::deploy;
+use crate::support::fixtures::{CLIENT_ID, CLIENT_SECRET, SCOPE};
+use crate::support::ports::fresh_source;
+use crate::support::stack::Stack;
+use crate::support::stack::prometheus::TestPrometheus;
+use crate::support::{serial, wait_until};
 
 /// Environment variables the daemon reads its secrets from.
 const PASSWORD_ENV: &str = "DASHBOARDS_LIVE_PASSWORD";
@@ -45,10 +46,6 @@ const SECRET_ENV: &str = "DASHBOARDS_LIVE_CLIENT_SECRET";
 
 /// How long the probes get to fill every panel.
 const DATA_DEADLINE: Duration = Duration::from_secs(150);
-
-fn loopback(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
 
 /// The daemon's config (see the module docs). Secrets are only named, never written.
 fn config(stack: &Stack, token_base: &str) -> String {
@@ -62,7 +59,7 @@ fn config(stack: &Stack, token_base: &str) -> String {
     // A fresh loopback source address per stack mailbox: Postfix's per-client message
     // limit (5 a minute) then never throttles these probes. 127.200-254.x.y is used by
     // no other test file.
-    let src = || stack_support::fresh_source(200..255);
+    let src = || fresh_source(200..255);
     let stack_mailbox = |mb: &str, interval: &str, src: std::net::Ipv4Addr| {
         format!(
             "  - name: {mb}
@@ -87,12 +84,12 @@ fn config(stack: &Stack, token_base: &str) -> String {
       client_id: {client_id}
       client_secret_env: {SECRET_ENV}
 ",
-            scope = oauth_support::SCOPE,
-            client_id = oauth_support::CLIENT_ID,
+            scope = SCOPE,
+            client_id = CLIENT_ID,
         )
     };
     let mut y = String::from(
-        "# written by tests/dashboards_live.rs
+        "# written by tests/integration/dashboards_live.rs
 global:
   helo_name: canary-test.example.test
 mailboxes:
@@ -140,34 +137,6 @@ mailboxes:
     y
 }
 
-/// An instant query: the result vector, or Prometheus's error.
-fn query(prom: SocketAddr, promql: &str) -> Result<Vec<Value>, String> {
-    let (status, body) = http_get(prom, &format!("/api/v1/query?query={}", urlencode(promql)))
-        .map_err(|e| format!("GET /api/v1/query: {e}"))?;
-    let v: Value = serde_json::from_str(&body)
-        .map_err(|e| format!("HTTP {status}, not JSON ({e}): {body}"))?;
-    if v["status"] != "success" {
-        return Err(format!(
-            "HTTP {status}: {}: {}",
-            v["errorType"].as_str().unwrap_or("?"),
-            v["error"].as_str().unwrap_or("?")
-        ));
-    }
-    if v["data"]["resultType"] != "vector" {
-        return Err(format!(
-            "result type {} (want vector)",
-            v["data"]["resultType"]
-        ));
-    }
-    Ok(v["data"]["result"].as_array().cloned().unwrap_or_default())
-}
-
-fn api(prom: SocketAddr, path: &str) -> Value {
-    let (status, body) = http_get(prom, path).unwrap_or_else(|e| panic!("GET {path}: {e}"));
-    assert_eq!(status, 200, "GET {path}: {body}");
-    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
-}
-
 /// What one dashboard query returned at the last attempt.
 enum Outcome {
     Series(usize),
@@ -175,10 +144,10 @@ enum Outcome {
     Error(String),
 }
 
-fn run_panel_queries(prom: SocketAddr, queries: &[(String, String)]) -> Vec<Outcome> {
+fn run_panel_queries(prom: &TestPrometheus, queries: &[(String, String)]) -> Vec<Outcome> {
     queries
         .iter()
-        .map(|(_, q)| match query(prom, q) {
+        .map(|(_, q)| match prom.query(q) {
             Ok(r) if r.is_empty() => Outcome::Empty,
             Ok(r) => Outcome::Series(r.len()),
             Err(e) => Outcome::Error(e),
@@ -189,144 +158,64 @@ fn run_panel_queries(prom: SocketAddr, queries: &[(String, String)]) -> Vec<Outc
 #[test]
 #[ignore = "needs the mail stack: tests/stack/up.sh (root)"]
 fn every_dashboard_query_and_alert_rule_works_on_real_data() {
+    let _serial = serial::shared_blocking();
     let stack = Stack::get();
-    assert_eq!(
-        stack.var("STACK_OAUTH2"),
-        "1",
-        "the stack runs without XOAUTH2; restart it with STACK_OAUTH2=1"
-    );
-    let promtool = stack_support::stack_tool("promtool");
-    let prometheus_bin = stack_support::stack_tool("prometheus");
+    stack.assert_oauth2();
 
     // The token endpoint, on the introspection address Dovecot asks.
-    let introspect = stack.var("STACK_OAUTH2_INTROSPECT_URL");
-    let ep_addr: SocketAddr = introspect
-        .strip_prefix("http://")
-        .and_then(|r| r.split('/').next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected STACK_OAUTH2_INTROSPECT_URL {introspect}"));
-    let ep = oauth_support::TokenEndpoint::start_detached(ep_addr);
-    ep.set_username(stack.user());
+    let ep = stack.token_endpoint();
 
     let dir = tempfile::Builder::new()
         .prefix("smtp-canary-dashboards-live")
         .tempdir()
         .expect("tempdir");
     let cfg_path = dir.path().join("config.yaml");
-    let cfg = config(stack, &format!("http://{ep_addr}"));
+    let cfg = config(stack, &format!("http://{}", ep.addr()));
     std::fs::write(&cfg_path, &cfg).unwrap();
 
     // ------------------------------------------------------------------ the daemon
-    let web = loopback(stack_support::free_port());
-    let daemon = ChildGuard::spawn(
-        "smtp-canary daemon",
-        Command::new(stack_support::BIN)
-            .arg("--config.file")
-            .arg(&cfg_path)
-            .arg("--state.dir")
-            .arg(dir.path().join("state"))
-            .arg("--web.listen-address")
-            .arg(web.to_string())
-            .arg("--dns-server")
-            .arg(stack.var("STACK_DNS"))
-            .arg("--probe.immediate")
-            .env(PASSWORD_ENV, stack.password())
-            .env(SECRET_ENV, oauth_support::CLIENT_SECRET)
-            .env_remove("RUST_LOG"),
-        dir.path().join("daemon.log"),
+    let daemon = Daemon::start(
+        &cfg_path,
+        &dir.path().join("state"),
+        &["--dns-server", stack.dns(), "--probe.immediate"],
+        &[
+            (PASSWORD_ENV, stack.password()),
+            (SECRET_ENV, CLIENT_SECRET),
+        ],
     );
-    wait_until(Duration::from_secs(20), || {
-        daemon.assert_running();
-        http_get(web, "/-/ready").ok().filter(|(s, _)| *s == 200)
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "the daemon never became ready\n{}\nconfig:\n{cfg}",
-            daemon.log_tail()
-        )
-    });
+    daemon.wait_ready(Duration::from_secs(20));
 
     // ------------------------------------------------------------------ Prometheus
     // The shipped job and rule file, unchanged but for the target and 1 s intervals.
-    let prom_dir = dir.path().join("prometheus");
-    std::fs::create_dir_all(prom_dir.join("data")).unwrap();
-    let prom_cfg = prom_dir.join("prometheus.yml");
-    std::fs::write(
-        &prom_cfg,
-        deploy_support::render_prometheus_config(
-            "deploy/prometheus/prometheus.yml",
-            "localhost:9587",
-            &web.to_string(),
-        ),
-    )
-    .unwrap();
-    std::fs::copy(
-        deploy_support::repo().join("deploy/prometheus/alerts.yml"),
-        prom_dir.join("alerts.yml"),
-    )
-    .unwrap();
-    let out = Command::new(&promtool)
-        .args(["check", "config"])
-        .arg(&prom_cfg)
-        .output()
-        .expect("promtool");
-    assert!(
-        out.status.success(),
-        "promtool check config: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let prom = loopback(stack_support::free_port());
-    let prometheus = ChildGuard::spawn(
-        "prometheus",
-        Command::new(&prometheus_bin)
-            .arg(format!("--config.file={}", prom_cfg.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                prom_dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address={prom}"))
-            .arg("--log.level=warn"),
-        prom_dir.join("prometheus.log"),
-    );
+    let prom = TestPrometheus::start(dir.path(), &daemon.addr);
     wait_until(Duration::from_secs(30), || {
-        prometheus.assert_running();
-        http_get(prom, "/-/ready").ok().filter(|(s, _)| *s == 200)
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "the test Prometheus never became ready\n{}",
-            prometheus.log_tail()
-        )
-    });
-    wait_until(Duration::from_secs(30), || {
-        query(prom, r#"up{job="smtp-canary"} == 1"#)
+        prom.query(r#"up{job="smtp-canary"} == 1"#)
             .ok()
             .filter(|r| !r.is_empty())
     })
     .unwrap_or_else(|| {
         panic!(
-            "Prometheus never scraped the daemon (targets: {:?})\n{}",
-            http_get(prom, "/api/v1/targets").map(|r| r.1),
-            prometheus.log_tail()
+            "Prometheus never scraped the daemon (targets: {})\n{}",
+            prom.targets(),
+            prom.child.log_tail()
         )
     });
 
     // ------------------------------------------------------------------ every panel
-    let dashboard = deploy_support::dashboard();
-    let panel_queries: Vec<(String, String)> = deploy_support::panel_queries(&dashboard)
+    let dashboard = deploy::dashboard();
+    let panel_queries: Vec<(String, String)> = deploy::panel_queries(&dashboard)
         .into_iter()
         .map(|q| {
             (
                 format!("{} [{}]", q.panel, q.ref_id),
-                deploy_support::substitute(&q.expr),
+                deploy::substitute(&q.expr),
             )
         })
         .collect();
     assert!(panel_queries.len() >= 30, "{} queries", panel_queries.len());
     let started = Instant::now();
     let outcomes = loop {
-        let outcomes = run_panel_queries(prom, &panel_queries);
+        let outcomes = run_panel_queries(&prom, &panel_queries);
         // A query Prometheus refuses will not get better by waiting.
         let errors: Vec<String> = panel_queries
             .iter()
@@ -356,16 +245,14 @@ fn every_dashboard_query_and_alert_rule_works_on_real_data() {
         .map(|((name, q), _)| format!("{name}\n    {q}"))
         .collect();
     if !empty.is_empty() {
-        let names = query(
-            prom,
-            r#"count by (__name__) ({__name__=~"smtp_canary_.*"})"#,
-        )
-        .map(|r| {
-            r.iter()
-                .map(|s| s["metric"]["__name__"].as_str().unwrap_or("").to_owned())
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default();
+        let names = prom
+            .query(r#"count by (__name__) ({__name__=~"smtp_canary_.*"})"#)
+            .map(|r| {
+                r.iter()
+                    .map(|s| s["metric"]["__name__"].as_str().unwrap_or("").to_owned())
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
         panic!(
             "{} dashboard queries returned no series after {:?}:\n{}\n\nseries in Prometheus: {names:?}\n{}",
             empty.len(),
@@ -385,13 +272,14 @@ fn every_dashboard_query_and_alert_rule_works_on_real_data() {
     );
 
     // ------------------------------------------------------------------ variables
-    for (name, kind, q) in deploy_support::variables(&dashboard) {
+    for (name, kind, q) in deploy::variables(&dashboard) {
         if kind != "query" {
             continue;
         }
-        let (promql, label) = deploy_support::variable_promql(&q);
-        let result =
-            query(prom, &promql).unwrap_or_else(|e| panic!("variable {name}: {e}\n    {promql}"));
+        let (promql, label) = deploy::variable_promql(&q);
+        let result = prom
+            .query(&promql)
+            .unwrap_or_else(|e| panic!("variable {name}: {e}\n    {promql}"));
         let values: BTreeSet<String> = result
             .iter()
             .filter_map(|s| {
@@ -420,16 +308,16 @@ fn every_dashboard_query_and_alert_rule_works_on_real_data() {
 
     // ------------------------------------------------------------------ the metrics
     // Every metric family the dashboard names is in the daemon's own exposition.
-    let (_, histograms) = deploy_support::defined_metrics();
-    let (_, exposition) = http_get(web, "/metrics").expect("GET /metrics");
+    let (_, histograms) = deploy::defined_metrics();
+    let (_, exposition) = daemon.get("/metrics").expect("GET /metrics");
     let exported: BTreeSet<String> = exposition
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))
         .filter_map(|l| l.split_whitespace().next())
         .map(str::to_owned)
         .collect();
-    for name in deploy_support::metric_names(&deploy_support::read("dashboards/smtp-canary.json")) {
-        let fam = deploy_support::family(&name, &histograms);
+    for name in deploy::metric_names(&deploy::read("dashboards/smtp-canary.json")) {
+        let fam = deploy::family(&name, &histograms);
         assert!(
             exported.contains(&fam),
             "the dashboard names {name}, which the daemon does not export"
@@ -437,15 +325,16 @@ fn every_dashboard_query_and_alert_rule_works_on_real_data() {
     }
 
     // ------------------------------------------------------------------ alert rules
-    let alerts = deploy_support::alerts();
+    let alerts = deploy::alerts();
     for (name, rule) in &alerts {
         let expr = rule["expr"].as_str().unwrap();
-        query(prom, expr).unwrap_or_else(|e| panic!("alert {name}: {e}\n    {expr}"));
+        prom.query(expr)
+            .unwrap_or_else(|e| panic!("alert {name}: {e}\n    {expr}"));
     }
     // Prometheus loaded all of them from the shipped file and evaluates them cleanly
     // (health "ok" needs one evaluation; they run every second here).
     let rules = wait_until(Duration::from_secs(20), || {
-        let v = api(prom, "/api/v1/rules?type=alert");
+        let v = prom.api("/api/v1/rules?type=alert");
         let rules: Vec<Value> = v["data"]["groups"]
             .as_array()?
             .iter()
@@ -456,11 +345,11 @@ fn every_dashboard_query_and_alert_rule_works_on_real_data() {
     .unwrap_or_else(|| {
         panic!(
             "the rules never all evaluated healthy: {}",
-            api(prom, "/api/v1/rules?type=alert")
+            prom.api("/api/v1/rules?type=alert")
         )
     });
     let loaded: Vec<&str> = rules.iter().map(|r| r["name"].as_str().unwrap()).collect();
-    assert_eq!(loaded, deploy_support::ALERTS, "rules Prometheus loaded");
+    assert_eq!(loaded, deploy::ALERTS, "rules Prometheus loaded");
 
     // The alerts this data must fire: the demo's 5.7.139 at once, with its code; the bad
     // client secret at its first failure; the Microsoft 365 password mailbox pending
@@ -473,7 +362,7 @@ fn every_dashboard_query_and_alert_rule_works_on_real_data() {
         })
     };
     let list = wait_until(Duration::from_secs(30), || {
-        let list = alert_list(&api(prom, "/api/v1/alerts"));
+        let list = alert_list(&prom.api("/api/v1/alerts"));
         (has(
             &list,
             "SMTPCanaryAuthPolicyBlocked",
@@ -498,7 +387,7 @@ fn every_dashboard_query_and_alert_rule_works_on_real_data() {
     .unwrap_or_else(|| {
         panic!(
             "the expected alerts are not active: {:#}",
-            api(prom, "/api/v1/alerts")
+            prom.api("/api/v1/alerts")
         )
     });
     let blocked = list
@@ -537,5 +426,5 @@ fn every_dashboard_query_and_alert_rule_works_on_real_data() {
             .collect::<Vec<_>>()
     );
     daemon.assert_running();
-    prometheus.assert_running();
+    prom.child.assert_running();
 }

@@ -3,8 +3,6 @@
 //! a wrong-password flood cannot starve a legitimate user, and the web config's files
 //! cannot hang the daemon.
 
-mod harness;
-
 use std::io::Write;
 use std::net::TcpStream;
 use std::os::fd::{AsRawFd, FromRawFd};
@@ -13,7 +11,11 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use harness::{Daemon, http_with, metric_value, run_within};
+
+use crate::support::daemon::{Daemon, Measured, run_within};
+use crate::support::exposition::metric_value;
+use crate::support::files::{mkfifo, sparse, write};
+use crate::support::{http, ports, serial};
 
 /// The daemon's write-stall timeout (src/web/conn.rs).
 const WRITE_STALL: Duration = Duration::from_secs(10);
@@ -29,15 +31,11 @@ fn quiet_config(dir: &Path, n: usize) -> PathBuf {
             "  - name: mb-{i:05}\n    host: 127.0.0.1\n    port: 9\n    security: none\n    from: canary{i}@example.com\n    to: [sink@example.com]\n    limits: {{messages_per_minute: 30, recipients_per_day: 10000, concurrent_connections: 3}}\n"
         ));
     }
-    let p = dir.join("config.yaml");
-    std::fs::write(&p, y).unwrap();
-    p
+    write(&dir.join("config.yaml"), &y)
 }
 
 fn web_config(dir: &Path, text: &str) -> PathBuf {
-    let p = dir.join("web.yml");
-    std::fs::write(&p, text).unwrap();
-    p
+    write(&dir.join("web.yml"), text)
 }
 
 fn basic(user: &str, password: &str) -> String {
@@ -103,6 +101,7 @@ fn closed_by_peer(s: &TcpStream) -> bool {
 /// the write timeout, and a normal scrape is served meanwhile.
 #[test]
 fn slow_metrics_readers_share_one_render_and_are_cut_off() {
+    let serial = serial::shared_blocking();
     let dir = tempfile::tempdir().unwrap();
     let config = quiet_config(dir.path(), 2000);
     let d = Daemon::start(&config, &dir.path().join("state"), &[], &[]);
@@ -142,6 +141,10 @@ fn slow_metrics_readers_share_one_render_and_are_cut_off() {
         "normal scrape took {normal:?}"
     );
     drop(body);
+    // From here on the test only waits for the daemon's write timeout: it loads the
+    // machine no more, and no neighbour can slow what it still measures, so a test that
+    // needs the machine to itself may run meanwhile.
+    drop(serial);
 
     let deadline = WRITE_STALL + Duration::from_secs(15);
     let closed_in = loop {
@@ -180,6 +183,7 @@ fn slow_metrics_readers_share_one_render_and_are_cut_off() {
 /// costing the daemon another connection's buffers.
 #[test]
 fn connections_beyond_the_cap_wait_for_a_free_slot() {
+    let _serial = serial::shared_blocking();
     let dir = tempfile::tempdir().unwrap();
     let config = quiet_config(dir.path(), 1);
     let d = Daemon::start(&config, &dir.path().join("state"), &[], &[]);
@@ -218,6 +222,7 @@ fn connections_beyond_the_cap_wait_for_a_free_slot() {
 /// A browser on another site must not be able to make the daemon reload; curl can.
 #[test]
 fn cross_site_reload_is_refused_and_curl_still_works() {
+    let _serial = serial::shared_blocking();
     let dir = tempfile::tempdir().unwrap();
     let config = quiet_config(dir.path(), 1);
     let d = Daemon::start(&config, &dir.path().join("state"), &[], &[]);
@@ -236,25 +241,25 @@ fn cross_site_reload_is_refused_and_curl_still_works() {
             ("Origin", own.as_str()),
         ],
     ] {
-        let r = http_with("POST", &d.addr, "/-/reload", &headers).expect("reply");
+        let r = d.request("POST", "/-/reload", &headers).expect("reply");
         assert_eq!(r.status, 403, "{headers:?}: {r:?}");
     }
     assert_eq!(reloads(), 0, "a refused request reloaded");
     // curl -X POST: no Origin.
-    let r = http_with("POST", &d.addr, "/-/reload", &[]).expect("reply");
+    let r = d.request("POST", "/-/reload", &[]).expect("reply");
     assert_eq!(r.status, 200, "{r:?}");
     // A same-origin form post from the daemon's own page.
-    let r = http_with(
-        "POST",
-        &d.addr,
-        "/-/reload",
-        &[
-            form,
-            ("Origin", own.as_str()),
-            ("Sec-Fetch-Site", "same-origin"),
-        ],
-    )
-    .expect("reply");
+    let r = d
+        .request(
+            "POST",
+            "/-/reload",
+            &[
+                form,
+                ("Origin", own.as_str()),
+                ("Sec-Fetch-Site", "same-origin"),
+            ],
+        )
+        .expect("reply");
     assert_eq!(r.status, 200, "{r:?}");
     let start = Instant::now();
     while reloads() < 2 {
@@ -266,18 +271,15 @@ fn cross_site_reload_is_refused_and_curl_still_works() {
 /// A cost of 31 would pin a core per request; 3 is below bcrypt's minimum.
 #[test]
 fn bcrypt_costs_outside_the_allowed_range_are_refused_at_start() {
+    let _serial = serial::shared_blocking();
     let dir = tempfile::tempdir().unwrap();
     let hash = bcrypt::hash("pw", 4).unwrap();
     for cost in [31u32, 15, 3] {
         let bad = format!("{}{cost:02}{}", &hash[..4], &hash[6..]);
         let web = web_config(dir.path(), &format!("basic_auth_users:\n  prom: '{bad}'\n"));
-        let (out, took) = start_with_web_config(dir.path(), &web);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(
-            out.status.code(),
-            Some(2),
-            "cost {cost} after {took:?}: {err}"
-        );
+        let out = start_with_web_config(dir.path(), &web);
+        let (err, took) = (&out.stderr, out.elapsed);
+        assert_eq!(out.code(), Some(2), "cost {cost} after {took:?}: {err}");
         assert!(
             err.contains(&format!(
                 "bcrypt cost {cost} is outside the allowed range 4 to 14"
@@ -289,9 +291,9 @@ fn bcrypt_costs_outside_the_allowed_range_are_refused_at_start() {
 }
 
 /// Starts the daemon with `web` as `--web.config.file`, expecting it to refuse at once
-/// (killed after 20 s if it does not): its output and how long it ran.
-fn start_with_web_config(dir: &Path, web: &Path) -> (std::process::Output, Duration) {
-    let listen = format!("127.0.0.1:{}", harness::free_port());
+/// (killed after 20 s if it does not).
+fn start_with_web_config(dir: &Path, web: &Path) -> Measured {
+    let listen = format!("127.0.0.1:{}", ports::free_port());
     let state = dir.join("state");
     let args = [
         "--web.config.file",
@@ -301,21 +303,22 @@ fn start_with_web_config(dir: &Path, web: &Path) -> (std::process::Output, Durat
         "--state.dir",
         state.to_str().unwrap(),
         "--dns-server",
-        "127.0.0.1:9",
+        ports::DEAD_DNS,
     ];
-    run_within(&args, Duration::from_secs(20))
+    run_within(&args, &[], Duration::from_secs(20))
 }
 
 /// A web config truncated to nothing must not turn basic auth off on reload; at start it
 /// is refused.
 #[test]
 fn an_empty_web_config_is_an_error_at_start_and_on_reload() {
+    let _serial = serial::shared_blocking();
     let dir = tempfile::tempdir().unwrap();
     for text in ["", "# nothing but a comment\n", "{}\n", "null\n"] {
         let web = web_config(dir.path(), text);
-        let (out, took) = start_with_web_config(dir.path(), &web);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{text:?} after {took:?}: {err}");
+        let out = start_with_web_config(dir.path(), &web);
+        let (err, took) = (&out.stderr, out.elapsed);
+        assert_eq!(out.code(), Some(2), "{text:?} after {took:?}: {err}");
         assert!(
             err.contains("is empty") && err.contains("start without --web.config.file"),
             "{err}"
@@ -337,7 +340,7 @@ fn an_empty_web_config_is_an_error_at_start_and_on_reload() {
     let auth = basic("prom", "scrape-pw");
     let metrics = |auth: Option<&str>| {
         let headers: Vec<(&str, &str)> = auth.map(|a| ("Authorization", a)).into_iter().collect();
-        http_with("GET", &d.addr, "/metrics", &headers)
+        d.request("GET", "/metrics", &headers)
     };
     let start = Instant::now();
     while metrics(Some(&auth)).is_none_or(|r| r.status != 200) {
@@ -374,6 +377,7 @@ fn an_empty_web_config_is_an_error_at_start_and_on_reload() {
 /// cached) password still gets in at once, and the flood gets 429 with Retry-After.
 #[test]
 fn a_wrong_password_flood_does_not_starve_a_legitimate_user() {
+    let _serial = serial::exclusive_blocking();
     let dir = tempfile::tempdir().unwrap();
     // The flooded user's hash is expensive, as real ones are; the legitimate user's is
     // cheap so that only waiting, not its own check, can make it slow.
@@ -404,7 +408,8 @@ fn a_wrong_password_flood_does_not_starve_a_legitimate_user() {
                 let wrong = basic("alice", "guess");
                 let (mut limited, mut retry_after) = (0u32, None);
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let r = http_with("GET", &addr, "/metrics", &[("Authorization", &wrong)]);
+                    let r =
+                        http::request("GET", &addr, "/metrics", &[("Authorization", &wrong)]).ok();
                     if let Some(r) = r
                         && r.status == 429
                     {
@@ -422,9 +427,8 @@ fn a_wrong_password_flood_does_not_starve_a_legitimate_user() {
     // Past the limiter's burst: the flood now runs in its steady state.
     std::thread::sleep(Duration::from_secs(2));
     let t = Instant::now();
-    let r = http_with(
+    let r = d.request(
         "GET",
-        &d.addr,
         "/metrics",
         &[("Authorization", &basic("bob", "right-pw"))],
     );
@@ -454,15 +458,12 @@ fn a_wrong_password_flood_does_not_starve_a_legitimate_user() {
 /// a 4 GiB file is an error at once.
 #[test]
 fn web_config_files_that_are_not_regular_or_too_large_fail_at_once() {
+    let _serial = serial::shared_blocking();
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("web.fifo");
-    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    mkfifo(&fifo);
     let huge = dir.path().join("huge.yml");
-    std::fs::File::create(&huge)
-        .unwrap()
-        .set_len(4 << 30)
-        .unwrap();
+    sparse(&huge, 4 << 30);
     let pem_fifo = web_config(
         dir.path(),
         "tls_server_config:\n  cert_file: web.fifo\n  key_file: web.fifo\n",
@@ -477,9 +478,9 @@ fn web_config_files_that_are_not_regular_or_too_large_fail_at_once() {
         (&pem_fifo, "tls_server_config.cert_file"),
     ];
     for (path, want) in cases {
-        let (out, took) = start_with_web_config(dir.path(), path);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{path:?} after {took:?}: {err}");
+        let out = start_with_web_config(dir.path(), path);
+        let (err, took) = (&out.stderr, out.elapsed);
+        assert_eq!(out.code(), Some(2), "{path:?} after {took:?}: {err}");
         assert!(err.contains(want), "{path:?}: {err}");
         assert!(err.contains(&path.display().to_string()), "{err}");
         assert!(took < Duration::from_secs(10), "{path:?} took {took:?}");

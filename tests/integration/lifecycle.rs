@@ -2,22 +2,24 @@
 //! file, back-off after throttling, reload (good and bad, by SIGHUP and HTTP), and
 //! shards. Sends are counted at the (in-process) server, not taken from our own metrics.
 
-mod harness;
-
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use harness::{Daemon, metric_value};
-use smtp_canary::auth::{CredentialSource, Credentials};
-use smtp_canary::config::{
-    AuthConfig, Budget, Limits, Mailbox, Provider, Secret, Security, TlsSettings,
+use smtp_canary::{
+    auth::{CredentialSource, Credentials},
+    config::{AuthConfig, Mailbox, Provider, Secret},
+    daemon::shard_of,
+    demo::{Action, Rule, Script, ServerHandle, Stage},
+    metrics::Metrics,
+    scheduler::{Board, Scheduler, Shared, Start},
 };
-use smtp_canary::daemon::shard_of;
-use smtp_canary::demo::{Action, Pki, Rule, Script, ServerHandle, SmtpServer, Stage};
-use smtp_canary::metrics::Metrics;
-use smtp_canary::probe::{Prober, ProberOptions};
-use smtp_canary::scheduler::{Board, Scheduler, Shared, Start};
+
+use crate::support::daemon::Daemon;
+use crate::support::exposition::metric_value;
+use crate::support::fixtures::{mailbox, prober};
+use crate::support::pki::{TestPki, start_on};
+use crate::support::{poll, serial};
 
 const PW: &str = "lifecycle-test-password";
 
@@ -25,29 +27,23 @@ struct Fixture {
     _rt: tokio::runtime::Runtime,
     server: ServerHandle,
     dir: tempfile::TempDir,
-    ca: std::path::PathBuf,
+    pki: TestPki,
 }
 
 fn fixture(script: Script) -> Fixture {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let pki = Pki::generate(&["localhost", "127.0.0.1"]).unwrap();
-    let server = rt.block_on(async {
-        SmtpServer::new()
-            .starttls(pki.server_config().unwrap())
+    let pki = TestPki::new();
+    let server = start_on(
+        &rt,
+        pki.starttls_server()
             .users([("u@example.com", PW)])
-            .script(script)
-            .start()
-            .await
-            .unwrap()
-    });
-    let dir = tempfile::tempdir().unwrap();
-    let ca = dir.path().join("ca.pem");
-    std::fs::write(&ca, pki.ca_pem()).unwrap();
+            .script(script),
+    );
     Fixture {
         _rt: rt,
         server,
-        dir,
-        ca,
+        dir: tempfile::tempdir().unwrap(),
+        pki,
     }
 }
 
@@ -56,7 +52,7 @@ impl Fixture {
         format!(
             "  - name: {name}\n    host: 127.0.0.1\n    port: {}\n    username: u@example.com\n    password_env: LIFECYCLE_PW\n    from: u@example.com\n    to: [v@example.com]\n    tls: {{ca_file: {}}}\n    timeout: 8s\n    interval: 10s\n{extra}",
             self.server.local_addr().port(),
-            self.ca.display()
+            self.pki.ca_path().display()
         )
     }
 
@@ -77,17 +73,15 @@ impl Fixture {
 }
 
 fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(t.elapsed() < within, "{what} not within {within:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let met = poll(within, Duration::from_millis(20), || f().then_some(()));
+    assert!(met.is_some(), "{what} not within {within:?}");
 }
 
 /// `budget.messages_per_day: 1`: one canary, then a restart must not send another, and
 /// neither must a restart after `kill -9` in the middle of DATA.
 #[test]
 fn budget_survives_restart_and_kill_9_mid_probe() {
+    let _serial = serial::shared_blocking();
     // Every message's final reply is held back 3 s, so DATA is in flight when we kill.
     let f = fixture(Script::new().on(
         Stage::DataEnd,
@@ -154,6 +148,7 @@ fn budget_survives_restart_and_kill_9_mid_probe() {
 /// A corrupt state file is moved aside, logged, and treated as a spent budget.
 #[test]
 fn corrupt_state_file_is_moved_aside_and_counts_as_spent() {
+    let _serial = serial::shared_blocking();
     let f = fixture(Script::new());
     let cfg = f.write_config(&[f.mailbox_yaml("corrupt", "")]);
     let state = f.dir.path().join("state");
@@ -191,15 +186,8 @@ fn corrupt_state_file_is_moved_aside_and_counts_as_spent() {
 
 /// A scheduler in this process (no state directory), probing at once.
 fn lib_scheduler(metrics: &Arc<Metrics>) -> Scheduler {
-    let prober = Arc::new(
-        Prober::new(ProberOptions {
-            dns_server: Some("127.0.0.1:9".parse().unwrap()),
-            helo_name: "probe.test".into(),
-        })
-        .unwrap(),
-    );
     let shared = Arc::new(Shared::new(
-        prober,
+        Arc::new(prober()),
         metrics.clone(),
         Arc::new(Board::new()),
         None,
@@ -208,37 +196,25 @@ fn lib_scheduler(metrics: &Arc<Metrics>) -> Scheduler {
 }
 
 fn lib_mailbox(name: &str, port: u16, ca: &Path, interval: Duration) -> Arc<Mailbox> {
-    Arc::new(Mailbox {
-        name: name.into(),
-        provider: Provider::Microsoft365,
-        host: "127.0.0.1".into(),
-        port,
-        security: Security::Starttls,
-        auth: AuthConfig::Password {
-            username: "u@example.com".into(),
-            password: Secret::new(PW),
-        },
-        auth_mechanism: None,
-        from: "u@example.com".into(),
-        to: vec!["v@example.com".into()],
-        interval,
-        timeout: Duration::from_secs(5),
-        tls: TlsSettings {
-            ca_file: Some(ca.to_path_buf()),
-            server_name: None,
-        },
-        allow_insecure_auth: false,
-        source_address: None,
-        limits: Limits::default(),
-        budget: Budget::default(),
-        line: 0,
-    })
+    Arc::new(
+        mailbox(name, port)
+            .provider(Provider::Microsoft365)
+            .password("u@example.com", PW)
+            .ca(ca)
+            .interval(interval)
+            .with(|mb| {
+                mb.from = "u@example.com".into();
+                mb.to = vec!["v@example.com".into()];
+            })
+            .build(),
+    )
 }
 
 /// After `432 4.3.2` the mailbox backs off: the next slots are skipped as `backoff`
 /// and the server sees no new connection until the pause ends.
 #[test]
 fn throttling_backs_off() {
+    let _serial = serial::shared_blocking();
     let f = fixture(Script::new().on(
         Stage::DataEnd,
         Action::reply("432 4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded"),
@@ -250,7 +226,7 @@ fn throttling_backs_off() {
         let mb = lib_mailbox(
             "throttled",
             f.server.local_addr().port(),
-            &f.ca,
+            f.pki.ca_path(),
             Duration::from_secs(1),
         );
         let creds = [(
@@ -281,6 +257,7 @@ fn throttling_backs_off() {
 /// series; a bad config keeps the old one and sets the reload gauge to 0.
 #[test]
 fn reload_good_and_bad() {
+    let _serial = serial::shared_blocking();
     let f = fixture(Script::new());
     let a = f.mailbox_yaml("keep", "");
     let b = f.mailbox_yaml("remove-me", "");
@@ -335,6 +312,7 @@ fn reload_good_and_bad() {
 /// N shards cover every mailbox exactly once, for every N up to 8.
 #[test]
 fn shards_partition_ten_thousand_names_exactly() {
+    let _serial = serial::shared_blocking();
     let names: Vec<String> = (0..10_000).map(|i| format!("mailbox-{i:05}")).collect();
     for n in 1..=8u32 {
         let mut seen = vec![0u8; names.len()];
@@ -365,6 +343,7 @@ fn shards_partition_ten_thousand_names_exactly() {
 /// healthy one keeps probing on its own schedule meanwhile.
 #[test]
 fn a_stuck_server_never_delays_another_mailbox() {
+    let _serial = serial::shared_blocking();
     let stuck = fixture(Script::new().on(Stage::Greeting, Action::Silent));
     let healthy = fixture(Script::new());
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -374,7 +353,7 @@ fn a_stuck_server_never_delays_another_mailbox() {
         let mut slow = (*lib_mailbox(
             "stuck",
             stuck.server.local_addr().port(),
-            &stuck.ca,
+            stuck.pki.ca_path(),
             Duration::from_secs(60),
         ))
         .clone();
@@ -382,7 +361,7 @@ fn a_stuck_server_never_delays_another_mailbox() {
         let fast = lib_mailbox(
             "healthy",
             healthy.server.local_addr().port(),
-            &healthy.ca,
+            healthy.pki.ca_path(),
             Duration::from_secs(1),
         );
         let creds = [&slow.name, &fast.name]

@@ -1,18 +1,14 @@
-//! Helpers for the tests of the monitoring and deployment files (`tests/deploy_files.rs`,
-//! `tests/dashboards_live.rs`): loading the dashboard and the alert rules, the dashboard's
-//! queries with Grafana's variables filled in, metric names in text, the metric names
-//! src/metrics/ defines and the contract documents, and YAML as untyped data.
-
-#![allow(dead_code)]
+//! The monitoring and deployment files as data: the dashboard and its queries with
+//! Grafana's variables filled in, the alert rules, metric names in text, the metric names
+//! src/metrics/ defines and the contract documents, YAML as untyped data, and the
+//! shipped Prometheus config made runnable for a test.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use super::repo;
 
 pub fn read(rel: &str) -> String {
     let p = repo().join(rel);
@@ -365,22 +361,4 @@ pub fn render_prometheus_config(rel: &str, old_target: &str, target: &str) -> St
         }
     }
     out
-}
-
-/// Finds an executable on PATH (or /usr/bin, /usr/sbin), or panics saying how to get it.
-pub fn tool(name: &str, install: &str) -> PathBuf {
-    for dir in std::env::var("PATH").unwrap_or_default().split(':').chain([
-        "/usr/bin",
-        "/usr/sbin",
-        "/bin",
-    ]) {
-        let p = Path::new(dir).join(name);
-        if p.is_file() {
-            return p;
-        }
-    }
-    panic!(
-        "\n\n*** `{name}` IS NOT INSTALLED ***\nThis test checks the deployment files with it; it does not skip.\n\
-         Install it ({install}); scripts/test-all.sh does that when it runs as root.\n"
-    )
 }

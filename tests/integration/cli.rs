@@ -2,18 +2,22 @@
 //! errors and exit codes, `probe` JSON, the daemon's HTTP endpoints, SIGTERM, and that no
 //! secret appears in any output.
 
-mod harness;
-
 use std::time::{Duration, Instant};
-
-use harness::{Daemon, metric_value, repo, run};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use smtp_canary::demo::{Action, Pki, Rule, Script, SmtpServer, Stage};
+use rustls::pki_types::{PrivateKeyDer, ServerName};
+use smtp_canary::demo::{Action, Rule, Script, SmtpServer, Stage};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::daemon::{Daemon, check_config, run};
+use crate::support::exposition::metric_value;
+use crate::support::pki::{TestPki, pem, start_on};
+use crate::support::{repo, serial};
 
 #[test]
 fn shipped_config_is_valid() {
+    let _serial = serial::shared_blocking();
     let out = run(&["check-config"], &[]);
     assert!(
         out.status.success(),
@@ -26,6 +30,7 @@ fn shipped_config_is_valid() {
 
 #[test]
 fn bad_config_names_file_line_column_key_and_exits_2() {
+    let _serial = serial::shared_blocking();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.yaml");
     std::fs::write(
@@ -33,12 +38,8 @@ fn bad_config_names_file_line_column_key_and_exits_2() {
         "mailboxes:\n  - name: a\n    host: smtp.example.com\n    password: hunter2-inline\n    from: a@example.com\n    to: [b@example.com]\n    intervall: 5m\n",
     )
     .unwrap();
-    let out = run(
-        &["check-config", "--config.file", path.to_str().unwrap()],
-        &[],
-    );
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, err) = check_config(&path);
+    assert_eq!(code, Some(2));
     let file = path.display().to_string();
     assert!(err.contains(&format!("{file}:4:")), "{err}");
     assert!(err.contains("mailboxes[0].password"), "{err}");
@@ -56,6 +57,7 @@ fn bad_config_names_file_line_column_key_and_exits_2() {
 
 #[test]
 fn missing_secret_env_is_named() {
+    let _serial = serial::shared_blocking();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.yaml");
     std::fs::write(
@@ -63,17 +65,14 @@ fn missing_secret_env_is_named() {
         "mailboxes:\n  - name: a\n    host: 127.0.0.1\n    username: u@example.com\n    password_env: SMTP_CANARY_TEST_UNSET_VAR\n    from: a@example.com\n    to: [b@example.com]\n",
     )
     .unwrap();
-    let out = run(
-        &["check-config", "--config.file", path.to_str().unwrap()],
-        &[],
-    );
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, err) = check_config(&path);
+    assert_eq!(code, Some(2));
     assert!(err.contains("SMTP_CANARY_TEST_UNSET_VAR"), "{err}");
 }
 
 #[test]
 fn wrong_flag_and_unknown_mailbox_exit_2() {
+    let _serial = serial::shared_blocking();
     let out = run(&["--no-such-flag"], &[]);
     assert_eq!(out.status.code(), Some(2));
     let out = run(&["probe", "no-such-mailbox"], &[]);
@@ -85,6 +84,7 @@ fn wrong_flag_and_unknown_mailbox_exit_2() {
 
 #[test]
 fn probe_json_of_the_demo_mailboxes() {
+    let _serial = serial::shared_blocking();
     let state = tempfile::tempdir().unwrap();
     let st = state.path().to_str().unwrap();
     let out = run(
@@ -160,6 +160,7 @@ fn probe_json_of_the_demo_mailboxes() {
 /// auth-disabled demo mailbox, the status page, health, and a clean SIGTERM.
 #[test]
 fn daemon_with_shipped_config_serves_metrics_and_stops_on_sigterm() {
+    let _serial = serial::shared_blocking();
     let state = tempfile::tempdir().unwrap();
     let mut d = Daemon::start(
         &repo().join("config.yaml"),
@@ -210,23 +211,20 @@ fn daemon_with_shipped_config_serves_metrics_and_stops_on_sigterm() {
 /// deadlines (here: the server answers DATA after 1.5 s), then the daemon exits 0.
 #[test]
 fn sigterm_lets_in_flight_probe_finish() {
+    let _serial = serial::shared_blocking();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let pki = Pki::generate(&["localhost", "127.0.0.1"]).unwrap();
-    let server = rt.block_on(async {
-        SmtpServer::new()
-            .starttls(pki.server_config().unwrap())
+    let pki = TestPki::new();
+    let server = start_on(
+        &rt,
+        pki.starttls_server()
             .users([("u@example.com", "pw-for-sigterm-test")])
             .script(Script::new().on(
                 Stage::DataEnd,
                 Rule::new(Action::Default).delay(Duration::from_millis(1500)),
-            ))
-            .start()
-            .await
-            .unwrap()
-    });
+            )),
+    );
     let dir = tempfile::tempdir().unwrap();
-    let ca = dir.path().join("ca.pem");
-    std::fs::write(&ca, pki.ca_pem()).unwrap();
+    let ca = pki.ca_path();
     let cfg = dir.path().join("c.yaml");
     std::fs::write(
         &cfg,
@@ -271,31 +269,23 @@ fn sigterm_lets_in_flight_probe_finish() {
 /// failing AUTH, with PLAIN and LOGIN.
 #[test]
 fn secrets_never_appear_in_any_output() {
+    let _serial = serial::shared_blocking();
     const PW: &str = "Zq9-very-secret-Pa55word";
     let user = "secret-test@example.com";
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let pki = Pki::generate(&["localhost", "127.0.0.1"]).unwrap();
-    let (good, bad) = rt.block_on(async {
-        let good = SmtpServer::new()
-            .starttls(pki.server_config().unwrap())
-            .users([(user, PW)])
-            .start()
-            .await
-            .unwrap();
-        let bad = SmtpServer::new()
-            .starttls(pki.server_config().unwrap())
+    let pki = TestPki::new();
+    let good = start_on(&rt, pki.starttls_server().users([(user, PW)]));
+    let bad = start_on(
+        &rt,
+        SmtpServer::new()
+            .starttls(pki.pki.server_config().unwrap())
             .script(Script::new().on(
                 Stage::Auth,
                 Action::reply("535 5.7.3 Authentication unsuccessful"),
-            ))
-            .start()
-            .await
-            .unwrap();
-        (good, bad)
-    });
+            )),
+    );
     let dir = tempfile::tempdir().unwrap();
-    let ca = dir.path().join("ca.pem");
-    std::fs::write(&ca, pki.ca_pem()).unwrap();
+    let ca = pki.ca_path();
     let cfg = dir.path().join("c.yaml");
     let mut yaml = String::from("mailboxes:\n");
     for (name, port, mech) in [
@@ -407,19 +397,9 @@ fn secrets_never_appear_in_any_output() {
 /// certificate, and basic auth on every endpoint (bcrypt hashes); a bad file exits 2.
 #[test]
 fn web_config_file_serves_https_with_basic_auth() {
-    use base64::Engine;
-    use base64::engine::general_purpose::STANDARD as B64;
-    use rustls::pki_types::{PrivateKeyDer, ServerName};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
+    let _serial = serial::shared_blocking();
     let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::generate(&["localhost", "127.0.0.1"]).unwrap();
-    let pem = |label: &str, der: &[u8]| {
-        format!(
-            "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
-            B64.encode(der)
-        )
-    };
+    let pki = TestPki::new().pki;
     std::fs::write(
         dir.path().join("tls.crt"),
         pem("CERTIFICATE", pki.chain()[0].as_ref()),
