@@ -64,7 +64,8 @@ pub enum Loaded {
 
 /// Who holds the state directory's lock, written into the lock file for the message
 /// another process shows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "lowercase")]
 pub enum Role {
     Daemon,
     /// `smtp-canary probe NAME`.
@@ -73,10 +74,7 @@ pub enum Role {
 
 impl Role {
     fn as_str(self) -> &'static str {
-        match self {
-            Role::Daemon => "daemon",
-            Role::Probe => "probe",
-        }
+        self.into()
     }
 }
 
