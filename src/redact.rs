@@ -13,7 +13,6 @@
 //! between the end of one line and the start of the next (then both lines go).
 
 use std::borrow::Cow;
-use std::collections::HashSet;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD_NO_PAD as B64;
@@ -35,8 +34,9 @@ const CUT_TAIL: usize = 4;
 pub struct Redactor {
     /// Whole forms, longest first (so a payload goes before a part of it).
     whole: Vec<String>,
-    /// Every FRAGMENT-byte window of every secret form.
-    fragments: HashSet<Vec<u8>>,
+    /// The hash of every FRAGMENT-byte window of every secret form, sorted for a binary
+    /// search (a collision only redacts a little more; it never lets a secret through).
+    fragments: Vec<u64>,
     /// Forms whose starts are scrubbed at the end of a line.
     heads: Vec<String>,
 }
@@ -73,14 +73,15 @@ impl Redactor {
             forms.push(encoded);
         }
         for f in forms {
-            for w in f.as_bytes().windows(FRAGMENT) {
-                self.fragments.insert(w.to_vec());
-            }
+            self.fragments
+                .extend(f.as_bytes().windows(FRAGMENT).map(window_hash));
             if f.len() >= CUT_TAIL {
                 self.heads.push(f.clone());
             }
             self.push_whole(f);
         }
+        self.fragments.sort_unstable();
+        self.fragments.dedup();
         self
     }
 
@@ -188,24 +189,28 @@ impl Redactor {
         let mut runs: Vec<(usize, usize)> = Vec::new();
         if text.len() >= FRAGMENT {
             for (i, w) in text.as_bytes().windows(FRAGMENT).enumerate() {
-                if !self.fragments.contains(w) {
+                if self.fragments.binary_search(&window_hash(w)).is_err() {
                     continue;
                 }
                 push_run(&mut runs, text, i, i + FRAGMENT);
             }
         }
-        // A line cut short in the middle of a secret.
-        if let Some(cut) = self
-            .heads
-            .iter()
-            .filter_map(|h| {
-                (CUT_TAIL..h.len())
-                    .rev()
-                    .find(|n| h.is_char_boundary(*n) && text.ends_with(&h[..*n]))
-            })
-            .max()
-        {
-            push_run(&mut runs, text, text.len() - cut, text.len());
+        // A line cut short in the middle of a secret: its end is the start of a form.
+        // Only lengths whose last byte matches the line's are compared in full.
+        if let Some(&last) = text.as_bytes().last() {
+            let cut = self
+                .heads
+                .iter()
+                .filter_map(|h| {
+                    let hb = h.as_bytes();
+                    (CUT_TAIL..hb.len()).rev().find(|&n| {
+                        hb[n - 1] == last && h.is_char_boundary(n) && text.ends_with(&h[..n])
+                    })
+                })
+                .max();
+            if let Some(cut) = cut {
+                push_run(&mut runs, text, text.len() - cut, text.len());
+            }
         }
         if runs.is_empty() {
             return out;
@@ -228,6 +233,13 @@ impl Redactor {
         result.push_str(&text[at..]);
         Cow::Owned(result)
     }
+}
+
+/// FNV-1a of a window: cheap, and no allocation per window.
+fn window_hash(w: &[u8]) -> u64 {
+    w.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Adds `[start, end)` widened to character boundaries.
