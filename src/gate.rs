@@ -140,13 +140,6 @@ impl SendGate {
             .clone()
     }
 
-    /// A copy of the mailbox's ledger, if it was loaded.
-    pub fn snapshot(&self, name: &str) -> Option<Ledger> {
-        let l = lock(&self.ledgers).get(name).cloned()?;
-        let copy = lock(&l).clone();
-        Some(copy)
-    }
-
     /// Calls `f` with the mailbox's ledger, if it was loaded, without copying it.
     pub fn with_ledger<R>(&self, name: &str, f: impl FnOnce(&Ledger) -> R) -> Option<R> {
         let l = lock(&self.ledgers).get(name).cloned()?;

@@ -26,7 +26,7 @@ use crate::metrics::{Metrics, QuotaSource};
 use crate::probe::{ProbeResult, Prober, Template};
 use crate::quota::Ledger;
 use crate::state::StateStore;
-pub use crate::util::{lock, stopped, unix_now};
+use crate::util::{lock, stopped};
 
 /// Everything a mailbox task needs, shared by all of them.
 pub struct Shared {

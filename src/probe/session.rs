@@ -126,12 +126,12 @@ impl Prober {
         {
             p.rejected(token);
         }
+        // A failed probe ends at the failure, not after the courtesy QUIT.
+        let total = start.elapsed();
         // The one place every consumer reads through (JSON, text, logs, the status page,
         // metrics): whatever the server sent, and whatever we wrote about it, is scrubbed
         // of every form of the credentials before it leaves the session.
         let redactor = s.creds.redactor();
-        // A failed probe ends at the failure, not after the courtesy QUIT.
-        let total = start.elapsed();
         let failure = match outcome {
             Ok(()) => None,
             Err(mut f) => {
