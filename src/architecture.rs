@@ -19,7 +19,7 @@ pub const LAYERS: &[(&str, &[&str])] = &[
     (
         "domain",
         &[
-            "classify", "quota", "state", "auth", "probe", "gate", "audit",
+            "classify", "quota", "state", "auth", "probe", "gate", "audit", "delivery",
         ],
     ),
     ("metrics (a sink of plain results)", &["metrics"]),
@@ -28,6 +28,7 @@ pub const LAYERS: &[(&str, &[&str])] = &[
         &[
             "board",
             "scheduler",
+            "sinkpool",
             "web",
             "logging",
             "daemon",

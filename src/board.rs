@@ -1,10 +1,12 @@
-//! The status board: what every mailbox did last (its last result and its last failure),
-//! shared between the scheduler, which records, and the web side, which reads.
+//! The status board: what every mailbox did last (its last result, its last failure and
+//! the last fate of its canaries in each sink), shared between the scheduler and the
+//! sink readers, which record, and the web side, which reads.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use crate::config::Mailbox;
+use crate::delivery::{BounceInfo, DeliveryEvents, Resolution};
 use crate::probe::ProbeResult;
 
 /// The last results of one mailbox, for the status page.
@@ -13,6 +15,8 @@ pub struct MailboxStatus {
     pub mailbox: Arc<Mailbox>,
     pub last: Option<Arc<ProbeResult>>,
     pub last_failure: Option<Arc<ProbeResult>>,
+    /// The last resolution of its canaries per sink, by sink name.
+    pub delivery: Vec<Arc<Resolution>>,
 }
 
 /// What every mailbox did last, shared between the scheduler and the web side.
@@ -49,6 +53,10 @@ impl Board {
                 MailboxStatus {
                     mailbox: mb.clone(),
                     last: prev.as_ref().and_then(|p| p.last.clone()),
+                    delivery: prev
+                        .as_ref()
+                        .map(|p| p.delivery.clone())
+                        .unwrap_or_default(),
                     last_failure: prev.and_then(|p| p.last_failure),
                 }
             })
@@ -90,4 +98,24 @@ impl Board {
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, BoardInner> {
         self.inner.write().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Delivery outcomes are shown on the status page, and each one is logged once here.
+impl DeliveryEvents for Board {
+    fn resolved(&self, r: &Resolution) {
+        tracing::info!(mailbox = %r.mailbox, sink = %r.sink, probe_id = %r.probe_id, result = r.outcome.as_str(), seconds = r.seconds, detail = %r.to_text(), "canary resolved");
+        let r = Arc::new(r.clone());
+        let mut g = self.write();
+        let Some(&i) = g.index.get(&r.mailbox) else {
+            return;
+        };
+        let d = &mut g.entries[i].delivery;
+        d.retain(|x| x.sink != r.sink);
+        d.push(r);
+        d.sort_by(|a, b| a.sink.cmp(&b.sink));
+    }
+
+    fn bounced(&self, _: &str, _: &BounceInfo) {}
+    fn pending(&self, _: &str, _: &str, _: usize) {}
+    fn sink_read(&self, _: &str, _: Option<crate::classify::Class>) {}
 }

@@ -15,12 +15,15 @@ use tokio::sync::{mpsc, watch};
 
 use crate::auth::{self, CacheOptions, CredentialSource, CredentialSources, TokenClient};
 use crate::config::{self, AuthConfig, Config, ConfigError, Provider, Secret};
+use crate::delivery::{DkimVerifier, SinkReaderOptions, Tracker};
 use crate::demo::DemoRelay;
 use crate::gate::SendGate;
 use crate::metrics::Metrics;
 use crate::probe::{Prober, ProberOptions, Template};
-use crate::scheduler::{Board, Scheduler, Shared, Start, log_result};
+use crate::scheduler::{Board, Scheduler, SendHooks, Shared, Start, log_result};
+use crate::sinkpool::{Fanout, SinkPool};
 use crate::state::{Role, StateStore};
+use crate::tls::TlsTrust;
 use crate::web::{self, WebState};
 
 /// Default `--web.listen-address`: loopback, port 9587 (587 for submission).
@@ -159,7 +162,7 @@ fn basic_auth_readiness(findings: &[crate::audit::BasicAuthFinding], metrics: &M
 
 /// The running demo relay and the CA file its mailboxes trust (removed on drop).
 struct Demo {
-    relay: DemoRelay,
+    relay: Arc<DemoRelay>,
     ca_path: PathBuf,
 }
 
@@ -176,7 +179,9 @@ async fn attach_demo(
     store: &StateStore,
     demo: &mut Option<Demo>,
 ) -> anyhow::Result<()> {
-    if !cfg.mailboxes.iter().any(|m| m.provider == Provider::Demo) {
+    if !cfg.mailboxes.iter().any(|m| m.provider == Provider::Demo)
+        && !cfg.sinks.iter().any(|s| s.provider == Provider::Demo)
+    {
         return Ok(());
     }
     if demo.is_none() {
@@ -195,7 +200,10 @@ async fn attach_demo(
             .context("writing the demo CA file")?
             .with_context(|| format!("writing {}", ca_path.display()))?;
         tracing::info!(addr = %relay.addr(), "demo relay started for provider: demo mailboxes");
-        *demo = Some(Demo { relay, ca_path });
+        *demo = Some(Demo {
+            relay: Arc::new(relay),
+            ca_path,
+        });
     }
     let Some(d) = demo.as_ref() else {
         return Ok(());
@@ -246,8 +254,8 @@ pub fn shard_of(name: &str, n: u32) -> u32 {
 }
 
 /// `probe NAME`: one probe now. Exit 0 delivered, 1 failed, 2 usage/config error.
-pub async fn probe_once(flags: &Flags, name: &str, json: bool) -> ExitCode {
-    match probe_once_inner(flags, name, json).await {
+pub async fn probe_once(flags: &Flags, name: &str, json: bool, wait_delivery: bool) -> ExitCode {
+    match probe_once_inner(flags, name, json, wait_delivery).await {
         Ok(code) => code,
         Err(e) => {
             eprintln!("smtp-canary: {e:#}");
@@ -256,7 +264,12 @@ pub async fn probe_once(flags: &Flags, name: &str, json: bool) -> ExitCode {
     }
 }
 
-async fn probe_once_inner(flags: &Flags, name: &str, json: bool) -> anyhow::Result<ExitCode> {
+async fn probe_once_inner(
+    flags: &Flags,
+    name: &str,
+    json: bool,
+    wait_delivery: bool,
+) -> anyhow::Result<ExitCode> {
     let mut cfg = match config::load(&flags.config_file) {
         Ok(c) => c,
         Err(errors) => {
@@ -292,7 +305,16 @@ async fn probe_once_inner(flags: &Flags, name: &str, json: bool) -> anyhow::Resu
     let creds = credentials(&cfg, &oauth)
         .remove(name)
         .unwrap_or(CredentialSource::Static(auth::Credentials::None));
-    let gate = SendGate::new(Some(store));
+    let gate = SendGate::new(Some(store.clone()));
+    let tracker = Arc::new(Tracker::new(
+        Some(store.clone()),
+        Arc::new(crate::delivery::NoEvents),
+    ));
+    let mut pool = wait_delivery
+        .then(|| SinkPool::new(sink_options(&prober, &tracker, &store, demo.as_ref()), None));
+    if let Some(p) = &mut pool {
+        p.apply(&cfg, &credentials(&cfg, &oauth)).await;
+    }
     let permit = match gate.admit(&mb).await {
         Ok(p) => p,
         Err(refusal) => {
@@ -304,28 +326,93 @@ async fn probe_once_inner(flags: &Flags, name: &str, json: bool) -> anyhow::Resu
             return Ok(ExitCode::from(1));
         }
     };
-    let result = prober.probe(&mb, &template, &creds, Some(&permit)).await;
+    let hooks = SendHooks::new(&permit, pool.is_some().then_some(&*tracker), &mb.name);
+    let result = prober.probe(&mb, &template, &creds, Some(&hooks)).await;
     log_result(&result);
+    hooks.after(&result).await;
+    drop(hooks);
     let (class, code) = match &result.failure {
         Some(f) => (Some(f.class), f.code.as_str()),
         None => (None, ""),
     };
     gate.finish(&mb, permit, class, code).await;
     gate.flush().await;
+    let delivery = match pool {
+        Some(p) if result.message_id.is_some() => {
+            let wanted = tracker.route(&mb.name).len();
+            let deadline =
+                tokio::time::Instant::now() + cfg.delivery.timeout + Duration::from_secs(10);
+            while tracker.resolutions_of(&result.probe_id).len() < wanted
+                && tokio::time::Instant::now() < deadline
+            {
+                tracker.changed(Duration::from_secs(1)).await;
+            }
+            p.shutdown().await;
+            Some(tracker.resolutions_of(&result.probe_id))
+        }
+        Some(p) => {
+            p.shutdown().await;
+            Some(Vec::new())
+        }
+        None => None,
+    };
     if json {
+        let mut v = result.to_json();
+        if let (Some(d), Some(obj)) = (&delivery, v.as_object_mut()) {
+            obj.insert(
+                "delivery".into(),
+                d.iter().map(|r| r.to_json()).collect::<Vec<_>>().into(),
+            );
+        }
         println!(
             "{}",
-            serde_json::to_string_pretty(&result.to_json()).context("encoding JSON")?
+            serde_json::to_string_pretty(&v).context("encoding JSON")?
         );
     } else {
         print!("{}", result.to_text());
+        for r in delivery.iter().flatten() {
+            println!("delivery {}", r.to_text());
+        }
     }
-    Ok(if result.success() {
+    let delivered = delivery.as_ref().is_none_or(|d| {
+        !d.is_empty()
+            && d.iter()
+                .all(|r| r.outcome == crate::delivery::Outcome::Delivered)
+    });
+    Ok(if result.success() && delivered {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
 }
+
+/// What every sink reader shares: our resolver and trust, the DKIM verifier, the
+/// tracker, the state directory and the demo relay.
+fn sink_options(
+    prober: &Prober,
+    tracker: &Arc<Tracker>,
+    store: &StateStore,
+    demo: Option<&Demo>,
+) -> SinkReaderOptions {
+    let resolver = prober.resolver().clone();
+    let dkim = DkimVerifier::new(resolver.clone()).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "DKIM verifier unavailable");
+        std::process::exit(1)
+    });
+    SinkReaderOptions {
+        resolver,
+        tls: Arc::new(TlsTrust::new()),
+        dkim: Arc::new(dkim),
+        tracker: tracker.clone(),
+        events: tracker.events(),
+        store: Some(store.clone()),
+        demo: demo.map(|d| d.relay.clone()),
+        command_deadline: SINK_COMMAND_DEADLINE,
+    }
+}
+
+/// Deadline of each IMAP command of a sink reader.
+const SINK_COMMAND_DEADLINE: Duration = Duration::from_secs(30);
 
 /// The daemon: probe on schedule and serve HTTP until SIGTERM/SIGINT; then finish the
 /// probes in flight and exit 0.
@@ -434,12 +521,22 @@ async fn run_inner(flags: Flags) -> anyhow::Result<ExitCode> {
     let (web_stop_tx, web_stop_rx) = watch::channel(false);
     let web_task = tokio::spawn(web::serve(listener, state.clone(), web_stop_rx));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let shared = Arc::new(Shared::new(
-        prober.clone(),
-        metrics.clone(),
-        board,
+    let tracker = Arc::new(Tracker::new(
         Some(store.clone()),
+        Arc::new(Fanout {
+            metrics: metrics.clone(),
+            board: board.clone(),
+        }),
     ));
+    let mut shared = Shared::new(prober.clone(), metrics.clone(), board, Some(store.clone()));
+    shared.tracker = Some(tracker.clone());
+    let shared = Arc::new(shared);
+    let mut sinks = SinkPool::new(
+        sink_options(&prober, &tracker, &store, demo.as_ref()),
+        Some(metrics.clone()),
+    );
+    let creds = credentials(&cfg, &oauth);
+    sinks.apply(&cfg, &creds).await;
     let source: Arc<dyn crate::metrics::QuotaSource> = shared.clone();
     metrics.set_quota_source(Arc::downgrade(&source));
     let start = if flags.immediate {
@@ -448,7 +545,7 @@ async fn run_inner(flags: Flags) -> anyhow::Result<ExitCode> {
         Start::Spread
     };
     let mut scheduler = Scheduler::new(shared, start);
-    scheduler.apply(&cfg.mailboxes, &credentials(&cfg, &oauth));
+    scheduler.apply(&cfg.mailboxes, &creds);
     let audit = crate::audit::AuditTask::start(
         &cfg,
         prober.resolver().hickory().clone(),
@@ -468,6 +565,7 @@ async fn run_inner(flags: Flags) -> anyhow::Result<ExitCode> {
         prober,
         metrics: metrics.clone(),
         scheduler,
+        sinks,
         oauth,
         audit,
         web: state.clone(),
@@ -502,6 +600,7 @@ async fn run_inner(flags: Flags) -> anyhow::Result<ExitCode> {
     let _ = stop_tx.send(true);
     let reloader = worker.await.context("the reload task failed")?;
     reloader.scheduler.shutdown().await;
+    reloader.sinks.shutdown().await;
     // A token request still running may have rotated the refresh token: let it store it.
     reloader.oauth.drain(RELOAD_DEADLINE).await;
     reloader.audit.join().await;
@@ -526,6 +625,7 @@ struct Reloader {
     prober: Arc<Prober>,
     metrics: Arc<Metrics>,
     scheduler: Scheduler,
+    sinks: SinkPool,
     oauth: CredentialSources,
     audit: crate::audit::AuditTask,
     web: Arc<WebState>,
@@ -596,6 +696,7 @@ impl Reloader {
             &self.prober,
             &self.metrics,
             &mut self.scheduler,
+            &mut self.sinks,
             &self.oauth,
             &self.audit,
         )
@@ -630,6 +731,7 @@ async fn reload(
     prober: &Arc<Prober>,
     metrics: &Metrics,
     scheduler: &mut Scheduler,
+    sinks: &mut SinkPool,
     oauth: &CredentialSources,
     audit: &crate::audit::AuditTask,
 ) -> anyhow::Result<()> {
@@ -668,6 +770,14 @@ async fn reload(
         .iter()
         .map(|m| m.tls.ca_file.clone())
         .collect();
+    let sink_cas: Vec<Option<PathBuf>> = cfg.sinks.iter().map(|s| s.tls.ca_file.clone()).collect();
+    let trust = sinks.opts().tls.clone();
+    if let Ok(Err(e)) =
+        tokio::task::spawn_blocking(move || trust.rebuild(sink_cas.iter().map(|c| c.as_deref())))
+            .await
+    {
+        tracing::warn!(error = %e, "a sink's CA file cannot be read; its reader will say so");
+    }
     let p = prober.clone();
     let rebuilt =
         tokio::task::spawn_blocking(move || p.tls().rebuild(ca_files.iter().map(|c| c.as_deref())))
@@ -690,7 +800,9 @@ async fn reload(
             "global.helo_name changed; it takes effect after a restart"
         );
     }
-    scheduler.apply(&cfg.mailboxes, &credentials(&cfg, oauth));
+    let creds = credentials(&cfg, oauth);
+    sinks.apply(&cfg, &creds).await;
+    scheduler.apply(&cfg.mailboxes, &creds);
     audit.update(&cfg);
     basic_auth_readiness(&findings, metrics, false);
     metrics.config_loaded(true);

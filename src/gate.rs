@@ -299,7 +299,12 @@ impl Permit {
 
 /// The probe calls this right before the message is written.
 impl SendHook for Permit {
-    fn before_send(&self, recipients: u32) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+    fn before_send<'a>(
+        &'a self,
+        recipients: u32,
+        _message_id: &'a str,
+        _probe_id: &'a str,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
         self.record_send(recipients);
         Box::pin(std::future::ready(()))
     }

@@ -13,9 +13,11 @@
 //!    (rolling windows, back-off), [`state`] (the ledger files, the directory lock),
 //!    [`auth`] (SASL, OAuth token sources and cache), [`probe`] (the timed SMTP
 //!    session), [`gate`] (budget, rate and "on disk first" before every send),
-//!    [`audit`] (SPF, DKIM, DMARC, MX and Basic-auth readiness findings);
+//!    [`audit`] (SPF, DKIM, DMARC, MX and Basic-auth readiness findings), [`delivery`]
+//!    (reading canaries back from sinks: placement, latency, receiver verdicts, bounces);
 //! 5. [`metrics`]: every metric, fed plain results and events;
-//! 6. runtime and edge: [`board`] (last results), [`scheduler`], [`web`], [`logging`]
+//! 6. runtime and edge: [`board`] (last results), [`scheduler`], [`sinkpool`] (the sink
+//!    readers), [`web`], [`logging`]
 //!    and [`daemon`] (wiring, signals, exit codes).
 
 pub mod architecture;
@@ -25,6 +27,7 @@ pub mod board;
 pub mod classify;
 pub mod config;
 pub mod daemon;
+pub mod delivery;
 pub mod demo;
 pub mod fsutil;
 pub mod gate;
@@ -35,6 +38,7 @@ pub mod quota;
 pub mod redact;
 pub mod resolve;
 pub mod scheduler;
+pub mod sinkpool;
 pub mod smtp;
 pub mod state;
 pub mod tls;

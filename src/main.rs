@@ -59,6 +59,10 @@ enum Command {
         name: String,
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
+        /// Wait for the canary in every sink of the mailbox (up to delivery.timeout) and
+        /// print where it landed; exit 1 unless it was delivered everywhere.
+        #[arg(long)]
+        wait_delivery: bool,
     },
     /// DNS audit of SPF, DKIM, DMARC and MX; exit 0 no error-severity finding, 1 at least
     /// one (or a domain that could not be audited), 2 usage error.
@@ -98,9 +102,16 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Some(Command::CheckConfig) => daemon::check_config(&flags),
-        Some(Command::Probe { name, format }) => {
-            runtime_run(daemon::probe_once(&flags, &name, format == Format::Json))
-        }
+        Some(Command::Probe {
+            name,
+            format,
+            wait_delivery,
+        }) => runtime_run(daemon::probe_once(
+            &flags,
+            &name,
+            format == Format::Json,
+            wait_delivery,
+        )),
         Some(Command::Audit {
             domains,
             provider,

@@ -21,9 +21,10 @@ use tokio::time::Instant;
 use crate::auth::{CredentialSource, Credentials};
 pub use crate::board::{Board, MailboxStatus};
 use crate::config::Mailbox;
-use crate::gate::{SendGate, SkipReason};
+use crate::delivery::Tracker;
+use crate::gate::{Permit, SendGate, SkipReason};
 use crate::metrics::{Metrics, QuotaSource};
-use crate::probe::{ProbeResult, Prober, Template};
+use crate::probe::{Phase, ProbeResult, Prober, SendHook, Template};
 use crate::quota::Ledger;
 use crate::state::StateStore;
 use crate::util::{lock, stopped};
@@ -35,6 +36,8 @@ pub struct Shared {
     pub board: Arc<Board>,
     /// Every mailbox's ledger and the budget, rate and state checks before a probe.
     pub gate: SendGate,
+    /// The canaries in flight, for the mailboxes that have sinks.
+    pub tracker: Option<Arc<Tracker>>,
     /// The mailboxes of the config in force: a removed mailbox's clean-up skips a name
     /// that a later reload brought back.
     active: Mutex<HashMap<String, Arc<Mailbox>>>,
@@ -53,6 +56,7 @@ impl Shared {
             metrics,
             board,
             gate: SendGate::new(store),
+            tracker: None,
             active: Mutex::new(HashMap::new()),
         }
     }
@@ -296,12 +300,14 @@ impl MailboxTask {
         };
         // The permit records the send right before the message is written; its
         // reservation is on disk already, so a crash mid-DATA still counts.
+        let hooks = SendHooks::new(&permit, self.shared.tracker.as_deref(), &mb.name);
         let result = self
             .shared
             .prober
-            .probe(mb, &self.template, &self.creds, Some(&permit))
+            .probe(mb, &self.template, &self.creds, Some(&hooks))
             .await;
         log_result(&result);
+        hooks.after(&result).await;
 
         let (class, code) = match &result.failure {
             Some(f) => (Some(f.class), f.code.as_str()),
@@ -313,6 +319,69 @@ impl MailboxTask {
         }
         self.shared.metrics.record(&result);
         self.shared.board.record(result);
+    }
+}
+
+/// What happens right before a canary is written: the send goes on the ledger (no
+/// I/O: its reservation is on disk already), and, for a mailbox with sinks, the canary
+/// is written down as in flight.
+pub struct SendHooks<'a> {
+    permit: &'a Permit,
+    tracking: Option<(&'a Tracker, &'a str, Vec<String>)>,
+}
+
+impl<'a> SendHooks<'a> {
+    pub fn new(
+        permit: &'a Permit,
+        tracker: Option<&'a Tracker>,
+        mailbox: &'a str,
+    ) -> SendHooks<'a> {
+        let tracking = tracker.and_then(|t| {
+            let sinks = t.route(mailbox);
+            (!sinks.is_empty()).then_some((t, mailbox, sinks))
+        });
+        SendHooks { permit, tracking }
+    }
+
+    /// After the probe: the canary was accepted (when the 250 after DATA came) or not
+    /// (then no sink waits for it).
+    pub async fn after(&self, r: &ProbeResult) {
+        let Some((tracker, mailbox, _)) = &self.tracking else {
+            return;
+        };
+        if r.message_id.is_none() {
+            return;
+        }
+        let accepted = r.failure.as_ref().is_none_or(|f| f.phase == Phase::Quit);
+        let at = accepted.then(|| {
+            let end = r
+                .finished_at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            end - r.phase(Phase::Quit).map_or(0.0, |d| d.as_secs_f64())
+        });
+        tracker.sent(mailbox, &r.probe_id, at).await;
+    }
+}
+
+impl SendHook for SendHooks<'_> {
+    fn before_send<'b>(
+        &'b self,
+        recipients: u32,
+        message_id: &'b str,
+        probe_id: &'b str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'b>> {
+        self.permit.record_send(recipients);
+        Box::pin(async move {
+            if let Some((tracker, mailbox, sinks)) = &self.tracking {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64());
+                tracker
+                    .register(mailbox, probe_id, message_id, sinks, now)
+                    .await;
+            }
+        })
     }
 }
 

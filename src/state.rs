@@ -228,6 +228,41 @@ impl StateStore {
     }
 }
 
+impl StateStore {
+    /// Another document in the state directory (delivery's in-flight canaries, a sink's
+    /// read position): `kind-NAME.json`, where NAME is a validated mailbox or sink name.
+    fn doc_path(&self, kind: &str, name: &str) -> PathBuf {
+        self.dir.join(format!("{kind}-{name}.json"))
+    }
+
+    /// Reads a document (blocking). `Ok(None)`: there is none yet. An unreadable one is
+    /// moved aside and reported, so it is never parsed twice.
+    pub fn load_doc(&self, kind: &str, name: &str) -> Result<Option<Vec<u8>>, String> {
+        let path = self.doc_path(kind, name);
+        match fsutil::read_nofollow(&path, fsutil::STATE) {
+            Ok(b) => Ok(Some(b)),
+            Err(fsutil::FileError::NotFound) => Ok(None),
+            Err(e) => {
+                let _ = std::fs::rename(&path, path.with_extension("json.corrupt"));
+                Err(format!("{}: {e}", path.display()))
+            }
+        }
+    }
+
+    /// Writes a document atomically off the async runtime.
+    pub async fn save_doc(&self, kind: &str, name: &str, data: Vec<u8>) -> Result<(), StateError> {
+        let path = self.doc_path(kind, name);
+        tokio::task::spawn_blocking(move || {
+            write_atomic(&path, &data).map_err(|source| StateError::Write {
+                path: path.display().to_string(),
+                source,
+            })
+        })
+        .await
+        .map_err(|e| StateError::Join(e.to_string()))?
+    }
+}
+
 /// Parses a ledger file's bytes: the sends a previous process reserved count as made
 /// now, and sends older than a day are dropped. A reservation larger than any process
 /// takes is refused by the decoder itself ([`crate::quota::MAX_RESERVATION`]).

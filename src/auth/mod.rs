@@ -195,17 +195,23 @@ impl CredentialSources {
     pub fn for_config(&self, cfg: &Config) -> HashMap<String, CredentialSource> {
         let mut kept = self.caches.lock().unwrap_or_else(|e| e.into_inner());
         let mut previous = std::mem::take(&mut *kept);
-        let mut out = HashMap::with_capacity(cfg.mailboxes.len());
-        for mb in &cfg.mailboxes {
-            let source = match &mb.auth {
+        // Mailboxes and sinks alike (their names are unique across both).
+        let entries = cfg
+            .mailboxes
+            .iter()
+            .map(|m| (m.name.as_str(), &m.auth))
+            .chain(cfg.sinks.iter().map(|s| (s.name.as_str(), &s.auth)));
+        let mut out = HashMap::with_capacity(cfg.mailboxes.len() + cfg.sinks.len());
+        for (name, auth) in entries {
+            let source = match auth {
                 AuthConfig::OAuth2 { username, oauth } => {
                     let reuse = previous
-                        .remove(&mb.name)
+                        .remove(name)
                         .filter(|k| k.username == *username && k.oauth == *oauth);
                     let cache = match reuse {
                         Some(k) => k.cache,
                         None => match TokenCache::new(
-                            &mb.name,
+                            name,
                             username,
                             oauth,
                             self.client.clone(),
@@ -215,9 +221,9 @@ impl CredentialSources {
                             Err(e) => {
                                 // Validation accepted the URL, so this is rare; the
                                 // mailbox still runs and each probe says what is wrong.
-                                tracing::error!(mailbox = %mb.name, error = %e, "cannot set up the token source");
+                                tracing::error!(mailbox = %name, error = %e, "cannot set up the token source");
                                 out.insert(
-                                    mb.name.clone(),
+                                    name.to_owned(),
                                     CredentialSource::OAuth(Arc::new(Unusable(e.to_string()))),
                                 );
                                 continue;
@@ -225,7 +231,7 @@ impl CredentialSources {
                         },
                     };
                     kept.insert(
-                        mb.name.clone(),
+                        name.to_owned(),
                         KeptCache {
                             username: username.clone(),
                             oauth: oauth.clone(),
@@ -236,7 +242,7 @@ impl CredentialSources {
                 }
                 other => CredentialSource::Static(Credentials::from_config(other)),
             };
-            out.insert(mb.name.clone(), source);
+            out.insert(name.to_owned(), source);
         }
         out
     }

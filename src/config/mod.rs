@@ -33,7 +33,7 @@ pub use budget::{
     MAX_DAILY_SHARE, MAX_MINUTE_SHARE, daily_budget, implied_per_day, minute_allowance,
 };
 pub use duration::{DurationError, format_duration, parse_duration};
-pub use presets::{PRESETS, Preset, Provider, UnknownProvider};
+pub use presets::{PRESETS, Preset, Provider, SINK_PRESETS, SinkPreset, UnknownProvider};
 pub use secrets::Secret;
 
 use std::net::IpAddr;
@@ -49,12 +49,34 @@ pub struct Config {
     pub global: Global,
     pub mailboxes: Vec<Arc<Mailbox>>,
     pub dns_audit: DnsAudit,
+    /// Mailboxes canaries are read back from (`sinks:`).
+    pub sinks: Vec<Arc<Sink>>,
+    pub delivery: Delivery,
 }
 
 impl Config {
     /// The mailbox called `name`.
     pub fn mailbox(&self, name: &str) -> Option<&Arc<Mailbox>> {
         self.mailboxes.iter().find(|m| m.name == name)
+    }
+
+    /// The sinks that verify `mb`'s canaries: those whose address is among its `to`.
+    pub fn sinks_of(&self, mb: &Mailbox) -> Vec<Arc<Sink>> {
+        self.sinks
+            .iter()
+            .filter(|s| mb.to.iter().any(|t| t.eq_ignore_ascii_case(&s.address)))
+            .cloned()
+            .collect()
+    }
+
+    /// The sinks that watch `mb`'s own inbox for bounces: those whose address is its
+    /// `from`.
+    pub fn bounce_sinks_of(&self, mb: &Mailbox) -> Vec<Arc<Sink>> {
+        self.sinks
+            .iter()
+            .filter(|s| mb.from.eq_ignore_ascii_case(&s.address))
+            .cloned()
+            .collect()
     }
 
     /// The domains to audit: `dns_audit.domains` if given, else the distinct `from`
@@ -222,6 +244,58 @@ impl Mailbox {
     pub fn uses_password(&self) -> bool {
         matches!(self.auth, AuthConfig::Password { .. })
     }
+}
+
+/// How a sink is read (`protocol:`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::Display, strum::EnumString,
+)]
+#[strum(serialize_all = "lowercase")]
+pub enum SinkProtocol {
+    Imap,
+    Graph,
+}
+
+/// What happens to a verified canary in the sink (`cleanup:`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::Display, strum::EnumString,
+)]
+#[strum(serialize_all = "lowercase")]
+pub enum Cleanup {
+    /// Expunge it once verified; sweep our canaries older than a day.
+    Delete,
+    /// Leave everything as it is.
+    Keep,
+}
+
+/// A mailbox canaries are read back from, presets applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sink {
+    pub name: String,
+    /// Lower-cased; canaries to this address are verified here.
+    pub address: String,
+    pub protocol: SinkProtocol,
+    pub provider: Provider,
+    /// For `provider: demo` the in-process sink has no address.
+    pub host: String,
+    pub port: u16,
+    pub security: Security,
+    pub auth: AuthConfig,
+    /// Folders to read; empty means INBOX plus the junk folder found on the server.
+    pub folders: Vec<String>,
+    /// How often to look for new mail when the server has no IDLE.
+    pub poll_interval: Duration,
+    pub cleanup: Cleanup,
+    pub tls: TlsSettings,
+    pub allow_insecure_auth: bool,
+    pub line: u64,
+}
+
+/// The `delivery:` section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    /// A canary not found by then is `lost`; found later, `late`.
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -250,3 +250,62 @@ mod tests {
         assert_eq!(Provider::Demo.preset().limits, M365_LIMITS);
     }
 }
+
+/// What a sink's `provider:` fills in (the IMAP side of a provider).
+#[derive(Debug, Clone, Copy)]
+pub struct SinkPreset {
+    pub provider: Provider,
+    /// `None`: `host:` is required (generic) or filled in at start (demo).
+    pub host: Option<&'static str>,
+    pub port: u16,
+    pub security: Security,
+    /// The server takes no password: Exchange Online has had no Basic auth for IMAP
+    /// since 2022, so a password can only fail.
+    pub oauth_only: bool,
+    /// The in-process demo sink: nothing to connect to, no credentials.
+    pub in_process: bool,
+}
+
+/// The sink presets. Providers without a row (ses, sendgrid) send mail but hold no
+/// mailbox to read back.
+pub static SINK_PRESETS: &[SinkPreset] = &[
+    SinkPreset {
+        provider: Provider::Microsoft365,
+        host: Some("outlook.office365.com"),
+        port: 993,
+        security: Security::Tls,
+        oauth_only: true,
+        in_process: false,
+    },
+    SinkPreset {
+        provider: Provider::Google,
+        host: Some("imap.gmail.com"),
+        port: 993,
+        security: Security::Tls,
+        oauth_only: false,
+        in_process: false,
+    },
+    SinkPreset {
+        provider: Provider::Generic,
+        host: None,
+        port: 993,
+        security: Security::Tls,
+        oauth_only: false,
+        in_process: false,
+    },
+    SinkPreset {
+        provider: Provider::Demo,
+        host: None,
+        port: 0,
+        security: Security::Tls,
+        oauth_only: false,
+        in_process: true,
+    },
+];
+
+impl Provider {
+    /// This provider's row of [`SINK_PRESETS`], if it can be a sink.
+    pub fn sink_preset(self) -> Option<&'static SinkPreset> {
+        SINK_PRESETS.iter().find(|p| p.provider == self)
+    }
+}

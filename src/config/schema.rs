@@ -108,6 +108,8 @@ pub(super) struct RawConfig {
     pub global: S<RawGlobal>,
     pub mailboxes: List<RawMailbox>,
     pub dns_audit: S<RawDnsAudit>,
+    pub sinks: List<RawSink>,
+    pub delivery: S<RawDelivery>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -193,6 +195,33 @@ pub(super) struct RawAuditDomain {
     pub dkim_selectors: List<String>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSink {
+    pub name: S<String>,
+    pub address: S<String>,
+    pub protocol: S<String>,
+    pub provider: S<String>,
+    pub host: S<String>,
+    pub port: S<Scalar>,
+    pub security: S<String>,
+    pub username: S<String>,
+    pub password_env: S<String>,
+    pub password_file: S<String>,
+    pub oauth2: S<RawOAuth2>,
+    pub folders: List<String>,
+    pub poll_interval: S<String>,
+    pub cleanup: S<String>,
+    pub tls: S<RawTls>,
+    pub allow_insecure_auth: S<Scalar>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDelivery {
+    pub timeout: S<String>,
+}
+
 /// What kind of YAML node a key holds.
 pub(super) enum Shape {
     /// A scalar (string, number, boolean).
@@ -249,6 +278,12 @@ pub(super) static TOP: Section = Section {
             Shape::Map(&DNS_AUDIT),
             "a mapping (interval, domains)",
         ),
+        f(
+            "sinks",
+            Shape::MapList(&SINK),
+            "a list of sinks (mailboxes canaries are read back from)",
+        ),
+        f("delivery", Shape::Map(&DELIVERY), "a mapping (timeout)"),
     ],
     inline_secrets: &[],
 };
@@ -408,6 +443,49 @@ pub(super) static AUDIT_DOMAIN: Section = Section {
     inline_secrets: &[],
 };
 
+pub(super) static SINK: Section = Section {
+    fields: &[
+        f("name", Shape::Scalar, TEXT),
+        f("address", Shape::Scalar, "an email address"),
+        f("protocol", Shape::Scalar, "imap or graph"),
+        f(
+            "provider",
+            Shape::Scalar,
+            "microsoft365, google, generic or demo",
+        ),
+        f("host", Shape::Scalar, "a host name"),
+        f("port", Shape::Scalar, "a port number (1 to 65535)"),
+        f("security", Shape::Scalar, "tls, starttls or none"),
+        f("username", Shape::Scalar, TEXT),
+        f(
+            "password_env",
+            Shape::Scalar,
+            "an environment variable name",
+        ),
+        f("password_file", Shape::Scalar, "a file path"),
+        f(
+            "oauth2",
+            Shape::Map(&OAUTH2),
+            "a mapping (grant, client_id, ...)",
+        ),
+        f(
+            "folders",
+            Shape::List,
+            "a list of folder names, e.g. [INBOX, Junk]",
+        ),
+        f("poll_interval", Shape::Scalar, DURATION),
+        f("cleanup", Shape::Scalar, "delete or keep"),
+        f("tls", Shape::Map(&TLS), "a mapping (ca_file, server_name)"),
+        f("allow_insecure_auth", Shape::Scalar, "true or false"),
+    ],
+    inline_secrets: MAILBOX.inline_secrets,
+};
+
+pub(super) static DELIVERY: Section = Section {
+    fields: &[f("timeout", Shape::Scalar, DURATION)],
+    inline_secrets: &[],
+};
+
 /// Every section with the path under which it appears, for "this key belongs under X"
 /// hints when a known key is put in the wrong place.
 pub(super) static SECTIONS: &[(&str, &Section)] = &[
@@ -420,4 +498,8 @@ pub(super) static SECTIONS: &[(&str, &Section)] = &[
     ("mailboxes[].budget", &BUDGET),
     ("dns_audit", &DNS_AUDIT),
     ("dns_audit.domains[]", &AUDIT_DOMAIN),
+    ("sinks[]", &SINK),
+    ("sinks[].oauth2", &OAUTH2),
+    ("sinks[].tls", &TLS),
+    ("delivery", &DELIVERY),
 ];

@@ -316,7 +316,7 @@ mod tests {
             [
                 "c.yaml:2:3: global.intervall: unknown key `intervall`; did you mean `interval`?",
                 "c.yaml:5:5: mailboxes[0].prot: unknown key `prot`; did you mean `port`?",
-                "c.yaml:6:5: mailboxes[0].client_id: unknown key `client_id` here; it belongs under mailboxes[].oauth2",
+                "c.yaml:6:5: mailboxes[0].client_id: unknown key `client_id` here; it belongs under mailboxes[].oauth2 or sinks[].oauth2",
             ]
         );
     }

@@ -14,6 +14,7 @@
 mod dns_audit;
 mod mailbox;
 mod oauth2;
+mod sink;
 mod values;
 
 use std::path::{Path, PathBuf};
@@ -102,6 +103,8 @@ pub(super) fn resolve(
     let global = global(ctx, raw.global.as_ref());
     let mailboxes = mailboxes(ctx, raw.mailboxes.as_ref(), root, &global);
     let dns_audit = dns_audit::dns_audit(ctx, raw.dns_audit.as_ref(), &mailboxes);
+    let sinks = sink::sinks(ctx, raw.sinks.as_ref(), &mailboxes);
+    let delivery = sink::delivery(ctx, raw.delivery.as_ref());
     if !ctx.diag.is_empty() {
         return None;
     }
@@ -110,6 +113,8 @@ pub(super) fn resolve(
         global,
         mailboxes,
         dns_audit: dns_audit?,
+        sinks,
+        delivery,
     })
 }
 

@@ -7,6 +7,7 @@
 //! - [`relay`]: [`DemoRelay`], that server dressed up as Exchange Online, with demo
 //!   accounts that fail the way real Microsoft 365 mailboxes do.
 
+pub mod mailstore;
 pub mod pki;
 pub mod relay;
 pub mod server;

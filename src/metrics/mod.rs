@@ -6,6 +6,7 @@
 //! - [`quota`]: quota use, limits and budget, read from the ledgers at scrape time;
 //! - [`oauth`]: token expiry and failures (the token caches' events);
 //! - [`audit`]: the DNS audit and Basic-auth readiness findings;
+//! - [`delivery`]: canaries read back from sinks (the tracker's and readers' events);
 //! - [`process`]: build info and config reloads.
 //!
 //! Names, types and labels are the public contract (`smtp_canary_` prefix). Lower layers
@@ -13,6 +14,7 @@
 //! these groups implement ([`crate::auth::TokenEvents`], [`crate::audit::AuditSink`]).
 
 mod audit;
+mod delivery;
 mod oauth;
 mod probe;
 mod process;
@@ -93,6 +95,7 @@ pub struct Metrics {
     quota: Arc<quota::QuotaCollector>,
     oauth: oauth::OAuthMetrics,
     audit: audit::AuditMetrics,
+    delivery: delivery::DeliveryMetrics,
     process: process::ProcessMetrics,
 }
 
@@ -120,6 +123,7 @@ impl Metrics {
             quota,
             oauth: oauth::OAuthMetrics::new(&r),
             audit: audit::AuditMetrics::new(&r),
+            delivery: delivery::DeliveryMetrics::new(&r),
             process: process::ProcessMetrics::new(&r),
             registry: r,
         }
@@ -134,6 +138,17 @@ impl Metrics {
     pub fn remove_mailbox(&self, name: &str) {
         self.probe.remove_mailbox(name);
         self.oauth.remove_mailbox(name);
+        self.delivery.remove_mailbox(name);
+    }
+
+    /// A configured sink's series.
+    pub fn register_sink(&self, name: &str) {
+        self.delivery.register_sink(name);
+    }
+
+    /// Deletes a sink that is no longer configured.
+    pub fn remove_sink(&self, name: &str) {
+        self.delivery.remove_sink(name);
     }
 
     /// Records the outcome of one probe.
@@ -240,5 +255,24 @@ impl crate::auth::TokenEvents for Metrics {
 
     fn token_failed(&self, mailbox: &str, reason: &str) {
         self.oauth.token_failed(mailbox, reason);
+    }
+}
+
+/// The tracker and the sink readers report here.
+impl crate::delivery::DeliveryEvents for Metrics {
+    fn resolved(&self, r: &crate::delivery::Resolution) {
+        self.delivery.resolved(r);
+    }
+
+    fn bounced(&self, mailbox: &str, b: &crate::delivery::BounceInfo) {
+        self.delivery.bounced(mailbox, b);
+    }
+
+    fn pending(&self, mailbox: &str, sink: &str, n: usize) {
+        self.delivery.pending(mailbox, sink, n);
+    }
+
+    fn sink_read(&self, sink: &str, failure: Option<crate::classify::Class>) {
+        self.delivery.sink_read(sink, failure);
     }
 }

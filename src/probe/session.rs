@@ -196,12 +196,15 @@ struct Session<'a> {
 }
 
 /// Called right before the message is written (after the server's 354), so a send is on
-/// record even if the process dies mid-DATA.
+/// record even if the process dies mid-DATA. `message_id` and `probe_id` name the canary
+/// about to go out (delivery tracking writes it down here).
 pub trait SendHook: Send + Sync {
-    fn before_send(
-        &self,
+    fn before_send<'a>(
+        &'a self,
         recipients: u32,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>>;
+        message_id: &'a str,
+        probe_id: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>;
 }
 
 /// Shorthand for a failure that is not a server reply.
@@ -578,7 +581,7 @@ impl Session<'_> {
         if reply.code != 354 {
             return Err(self.rejected(Phase::Data, &reply));
         }
-        self.message_id = Some(message_id);
+        self.message_id = Some(message_id.clone());
         if let Some(hook) = self.hook {
             // A stalled disk must not hold the probe past its deadline; without the send
             // on record the message is not sent at all.
@@ -586,7 +589,7 @@ impl Session<'_> {
             let t = Instant::now();
             if timeout_at(
                 self.phase_deadline(Phase::Data),
-                hook.before_send(recipients),
+                hook.before_send(recipients, &message_id, probe_id),
             )
             .await
             .is_err()

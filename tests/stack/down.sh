@@ -12,10 +12,11 @@ ROOT=${STACK_ROOT%/}
 # The ports the running instance was started with (else the env / defaults).
 if [ -s "$ROOT/run/stack.env" ]; then
   # shellcheck disable=SC1091
-  eval "$(grep -E '^STACK_(SMTP|IMAP|IMAPS|DKIM|DNS|PROM)_PORT=[0-9]+$' "$ROOT/run/stack.env")"
+  eval "$(grep -E '^STACK_(SMTP|IMAP|IMAPS|DKIM|DNS|PROM|MX|DKIM_VERIFY)_PORT=[0-9]+$' "$ROOT/run/stack.env")"
 fi
 PORTS=("${STACK_SMTP_PORT:-10587}" "${STACK_IMAP_PORT:-10143}" "${STACK_IMAPS_PORT:-10993}"
-       "${STACK_DKIM_PORT:-18891}" "${STACK_DNS_PORT:-5353}" "${STACK_PROM_PORT:-19090}")
+       "${STACK_DKIM_PORT:-18891}" "${STACK_DNS_PORT:-5353}" "${STACK_PROM_PORT:-19090}"
+       "${STACK_MX_PORT:-10025}" "${STACK_DKIM_VERIFY_PORT:-18892}")
 
 alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null && [ "$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1)" != Z ]; }
 comm_of() { cat "/proc/$1/comm" 2>/dev/null; }
@@ -41,10 +42,11 @@ stop_pid prometheus "$(pidfile "$ROOT/run/prometheus.pid")" '^prometheus$' &
 stop_pid postfix    "$PF_PID" '^master$' postfix -c "$ROOT/etc/postfix" stop &
 stop_pid dovecot    "$DC_PID" '^dovecot$' doveadm -c "$ROOT/etc/dovecot.conf" stop &
 stop_pid opendkim   "$(pidfile "$ROOT/run/opendkim.pid")" '^opendkim$' &
+stop_pid opendkim-verify "$(pidfile "$ROOT/run/opendkim-verify.pid")" '^opendkim$' &
 stop_pid knotd      "$(pidfile "$ROOT/run/knotd.pid")"    '^knotd$' &
 wait
 
-rm -f "$ROOT"/run/{prometheus,postfix,dovecot,opendkim,knotd}.pid "$ROOT/run/stack.env"
+rm -f "$ROOT"/run/{prometheus,postfix,dovecot,opendkim,opendkim-verify,knotd}.pid "$ROOT/run/stack.env"
 left=""
 for i in $(seq 1 30); do   # a just-killed listener can linger a moment
   left=$(ss -H -ltnup 2>/dev/null | grep -E "127\.0\.0\.1:($(IFS='|'; echo "${PORTS[*]}")) " || true)

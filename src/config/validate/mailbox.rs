@@ -20,7 +20,7 @@ use crate::config::diag::unknown_choice;
 use crate::config::keypath::KeyPath;
 use crate::config::presets::Preset;
 use crate::config::rules::{self, Subject};
-use crate::config::schema::{RawMailbox, S};
+use crate::config::schema::{RawMailbox, RawTls, S};
 use crate::config::{
     AuthConfig, Budget, Global, Limits, Mailbox, Mechanism, OAuth2, Provider, Secret, Security,
     TlsSettings,
@@ -57,7 +57,7 @@ pub(super) fn mailbox(
     let earlier_errors = ctx.diag.errors.len() > errors_before;
     let auth_mechanism = auth_mechanism(ctx, p, m, &auth, earlier_errors);
     let (interval, timeout) = schedule(ctx, p, m, global);
-    let tls = tls(ctx, p, m);
+    let tls = tls(ctx, p, &m.tls);
     let allow_insecure_auth = insecure_auth(ctx, p, entry, endpoint.security, &auth);
     let source_address = source_address(ctx, p, m);
     let limits = limits(ctx, p, m, preset);
@@ -452,9 +452,10 @@ fn schedule(
     (interval, timeout)
 }
 
-fn tls(ctx: &mut Ctx<'_>, p: &KeyPath, m: &RawMailbox) -> TlsSettings {
+/// The `tls:` section of a mailbox or a sink.
+pub(super) fn tls(ctx: &mut Ctx<'_>, p: &KeyPath, raw: &S<RawTls>) -> TlsSettings {
     let mut tls = TlsSettings::default();
-    let Some(t) = &m.tls else {
+    let Some(t) = raw else {
         return tls;
     };
     let key = p.key("tls");

@@ -157,6 +157,68 @@ impl Stack {
     }
 }
 
+/// The receiving side (`sink.test`): the MX smtpd, its DKIM verifier, the sink mailbox,
+/// and the addresses and command that make a canary bounce, fail DKIM or arrive late.
+/// One accessor per stack.env key (`STACK_SINK_USER` -> `sink_user`).
+#[allow(dead_code)] // for the delivery-verification tests; not every binary uses all
+impl Stack {
+    /// `STACK_SINK_DOMAIN` (`sink.test`).
+    pub fn sink_domain(&self) -> &str {
+        self.var("STACK_SINK_DOMAIN")
+    }
+
+    /// `STACK_SINK_USER`: the IMAP login (password or XOAUTH2) that reads the sink.
+    pub fn sink_user(&self) -> &str {
+        self.var("STACK_SINK_USER")
+    }
+
+    pub fn sink_pass(&self) -> &str {
+        self.var("STACK_SINK_PASS")
+    }
+
+    /// `STACK_SINK_MAILDIR`: the sink user's Maildir (Junk is its `.Junk/`).
+    pub fn sink_maildir(&self) -> PathBuf {
+        PathBuf::from(self.var("STACK_SINK_MAILDIR"))
+    }
+
+    /// `STACK_MX_PORT`: the sink.test MX smtpd (no AUTH; submission relays to it).
+    pub fn mx_port(&self) -> u16 {
+        self.num("STACK_MX_PORT") as u16
+    }
+
+    /// `STACK_DKIM_VERIFY_PORT`: the MX's verify-only OpenDKIM milter.
+    pub fn dkim_verify_port(&self) -> u16 {
+        self.num("STACK_DKIM_VERIFY_PORT") as u16
+    }
+
+    /// `STACK_AUTHSERV_ID`: the authserv-id of the MX's Authentication-Results.
+    pub fn authserv_id(&self) -> &str {
+        self.var("STACK_AUTHSERV_ID")
+    }
+
+    /// `STACK_BOUNCE_RCPT`: accepted by submission, refused 550 5.1.1 by the MX: a DSN
+    /// reaches the envelope sender's INBOX.
+    pub fn bounce_rcpt(&self) -> &str {
+        self.var("STACK_BOUNCE_RCPT")
+    }
+
+    /// `STACK_DKIM_FAIL_FROM`: From address whose signature fails at the MX (dkim=fail).
+    pub fn dkim_fail_from(&self) -> &str {
+        self.var("STACK_DKIM_FAIL_FROM")
+    }
+
+    /// `STACK_DKIM_FAIL_SELECTOR`: the selector of that failing signature.
+    pub fn dkim_fail_selector(&self) -> &str {
+        self.var("STACK_DKIM_FAIL_SELECTOR")
+    }
+
+    /// `STACK_RELEASE_HELD`: executable (root) that releases held (`late`) messages and
+    /// delivers them now; no arguments: all of them, else the given queue IDs.
+    pub fn release_held(&self) -> PathBuf {
+        PathBuf::from(self.var("STACK_RELEASE_HELD"))
+    }
+}
+
 /// An executable from the stack's packages, or a panic that says how to get it.
 pub fn tool(name: &str) -> PathBuf {
     super::tool(name, "tests/stack/up.sh (as root) installs it")
