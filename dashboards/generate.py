@@ -607,6 +607,139 @@ and on (instance, mailbox) (max by (instance, mailbox) (smtp_canary_probe_succes
         minv=0, maxv=4096,
     ), 12, 8)
 
+    # ---------------------------------------------------------------- Delivery
+    # Canaries read back from the sinks (`sinks:` in the config). Last, so the ids of the
+    # panels above stay what they were. The per-sink series (delivery_seconds, sink_up,
+    # sink_failures_total) have no mailbox label: the mailbox variable does not narrow them.
+    pair = "{{mailbox}} to {{sink}}"
+    L.row("Delivery")
+    L.add(bargauge(
+        "Delivery success ratio",
+        "Share of the time range during which the last resolved canary of the mailbox at the "
+        "sink had reached the inbox in time (smtp_canary_delivery_success averaged over the "
+        "range). Junk, late, lost and bounced canaries count as not delivered.",
+        [target(f"avg by (mailbox, sink) (avg_over_time(smtp_canary_delivery_success{{{MB}}}[$__range]))",
+                pair, instant=True)],
+        "percentunit",
+        thresholds(("red", None), ("orange", 0.9), ("green", 0.99)),
+        minv=0, maxv=1,
+    ), 8, 8)
+    L.add(stat(
+        "Last canary delivered",
+        "Whether the last resolved canary of each mailbox reached the sink's inbox in time "
+        "(smtp_canary_delivery_success). SMTPCanaryDeliveryLost fires after 10 minutes of "
+        "not delivered with lost, late or bounced canaries, SMTPCanaryDeliveryJunk after 15 "
+        "minutes in junk.",
+        [target(f"max by (mailbox, sink) (smtp_canary_delivery_success{{{MB}}})", pair, instant=True)],
+        th=thresholds(("red", None), ("green", 1)),
+        mappings=value_map([(1, "delivered", "green"), (0, "not delivered", "red")]),
+    ), 8, 8)
+    L.add(bargauge(
+        "Canaries in flight",
+        "Canaries sent and not yet resolved (found, bounced, or given up as lost after "
+        "delivery.timeout) per mailbox and sink (smtp_canary_delivery_pending). Normally 0 "
+        "or 1: canaries arrive within seconds. Growing towards delivery.timeout / interval "
+        "(3 with the defaults) means canaries are not arriving.",
+        [target(f"max by (mailbox, sink) (smtp_canary_delivery_pending{{{MB}}})", pair, instant=True)],
+        "short",
+        thresholds(("green", None), ("orange", 2), ("red", 3)),
+        minv=0,
+    ), 8, 8)
+    L.add(timeseries(
+        "Delivery time of the last canary",
+        "smtp_canary_delivery_last_seconds per mailbox and sink: the last canary that arrived "
+        "in time (inbox or junk), from the 250 after DATA to its arrival by the sink's clock "
+        "(a sink clock that runs behind shows as 0). Late canaries are not in it.",
+        [target(f"max by (mailbox, sink) (smtp_canary_delivery_last_seconds{{{MB}}})", pair)],
+        "s",
+    ), 12, 8)
+    L.add(timeseries(
+        "Delivery latency p50 / p95 / p99",
+        "Quantiles per sink over the canaries that arrived in time (inbox or junk) in the "
+        "last hour, from the smtp_canary_delivery_seconds histogram (buckets 1 s to 1 h). "
+        "An hour, because canaries are few (one per mailbox and interval). Per sink: the "
+        "mailbox variable does not narrow it.",
+        [
+            target(f"histogram_quantile(0.5, sum by (le, sink) (rate(smtp_canary_delivery_seconds_bucket{{{SEL}}}[1h])))",
+                   "p50 {{sink}}"),
+            target(f"histogram_quantile(0.95, sum by (le, sink) (rate(smtp_canary_delivery_seconds_bucket{{{SEL}}}[1h])))",
+                   "p95 {{sink}}"),
+            target(f"histogram_quantile(0.99, sum by (le, sink) (rate(smtp_canary_delivery_seconds_bucket{{{SEL}}}[1h])))",
+                   "p99 {{sink}}"),
+        ],
+        "s", log=True,
+    ), 12, 8)
+    L.add(timeseries(
+        "Placement by result",
+        "Resolved canaries per interval by sink and result (smtp_canary_deliveries_total): "
+        "delivered (inbox, in time), junk, late (found after delivery.timeout), lost (never "
+        "found), bounced (a DSN came back), quarantined and failed (message trace). Counts "
+        "the first canary of each result too (see the query).",
+        [target(delta_of_sum("smtp_canary_deliveries_total", "sink, result", MB),
+                "{{sink}} {{result}}")],
+        "short", bars=True, stack=True,
+    ), 14, 9)
+    L.add(table(
+        "Authentication-Results at the sink",
+        "The verdicts in the sink's Authentication-Results header for the last canary of "
+        "each mailbox (smtp_canary_delivery_auth_result == 1): SPF, DKIM and DMARC as the "
+        "receiver saw them. SMTPCanaryDKIMFailingAtReceiver fires on a DKIM verdict other "
+        "than pass.",
+        f"max by (mailbox, sink, method, result) (smtp_canary_delivery_auth_result{{{MB}}}) == 1",
+        ["mailbox", "sink", "method", "result"],
+        overrides=[{
+            "matcher": {"id": "byName", "options": "result"},
+            "properties": [
+                {"id": "custom.cellOptions", "value": {"type": "color-text"}},
+                {"id": "mappings", "value": value_map([
+                    ("pass", "pass", "green"), ("fail", "fail", "red"),
+                    ("softfail", "softfail", "orange"), ("neutral", "neutral", "orange"),
+                    ("none", "none", "orange"), ("temperror", "temperror", "orange"),
+                    ("permerror", "permerror", "red"), ("policy", "policy", "orange"),
+                    ("other", "other", "blue")])},
+            ],
+        }],
+    ), 10, 9)
+    L.add(stat(
+        "DKIM verified by smtp-canary",
+        "1 if smtp-canary itself verified the DKIM signature of the last received canary, "
+        "aligned with the From domain (smtp_canary_delivery_dkim_valid). A sink that "
+        "re-encodes messages can fail this while the receiver's verdict passed; the alert "
+        "goes by the receiver's verdict where there is one.",
+        [target(f"max by (mailbox, sink) (smtp_canary_delivery_dkim_valid{{{MB}}})", pair, instant=True)],
+        th=thresholds(("red", None), ("green", 1)),
+        mappings=value_map([(1, "valid", "green"), (0, "not valid", "red")]),
+    ), 6, 8)
+    L.add(timeseries(
+        "Bounces by class and code",
+        "Delivery status notifications about canaries per interval, by mailbox, class and "
+        "code (smtp_canary_bounces_total), classified like probe failures: 5.7.708 outbound "
+        "block, 5.7.509 DMARC reject, 5.1.10 recipient not found, 4.4.7 expired in a queue. "
+        "Seen only where a sink watches the mailbox's from address. Counts the first bounce "
+        "of each code too.",
+        [target(delta_of_sum("smtp_canary_bounces_total", "mailbox, class, code", MB),
+                "{{mailbox}} {{class}} {{code}}")],
+        "short", bars=True, stack=True,
+    ), 18, 8)
+    L.add(stat(
+        "Sink up",
+        "1 if the last read of the sink worked (smtp_canary_sink_up). SMTPCanarySinkDown "
+        "fires after 10 minutes down; meanwhile canaries to it are not verified.",
+        [target(f"max by (sink) (smtp_canary_sink_up{{{SEL}}})", "{{sink}}", instant=True)],
+        th=thresholds(("red", None), ("green", 1)),
+        mappings=value_map([(1, "up", "green"), (0, "down", "red")]),
+    ), 6, 8)
+    L.add(timeseries(
+        "Sink read failures by class",
+        "Failed reads of each sink per interval by class (smtp_canary_sink_failures_total), "
+        "classes as for probes: auth (a wrong password; Microsoft 365 without "
+        "IMAP.AccessAsApp or the mailbox permission), connect, tls, timeout, ... Counts the "
+        "first failure of each class too.",
+        [target(delta_of_sum("smtp_canary_sink_failures_total", "sink, class", SEL),
+                "{{sink}} {{class}}")],
+        "short", bars=True, stack=True,
+    ), 18, 8)
+
     return L.panels
 
 
@@ -657,8 +790,9 @@ def dashboard():
         "uid": "smtp-canary",
         "title": "smtp-canary",
         "description": "SMTP submission canaries: delivery, latency per phase, failure classes "
-                       "and codes, authentication, quotas, TLS and the DNS audit of the "
-                       "sender domains.",
+                       "and codes, authentication, quotas, TLS, the DNS audit of the "
+                       "sender domains, and delivery to the sinks (placement, latency, "
+                       "Authentication-Results, bounces).",
         "tags": ["smtp", "email", "smtp-canary"],
         "editable": True,
         "graphTooltip": 1,

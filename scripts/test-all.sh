@@ -61,6 +61,7 @@ tests/stack/up.sh
 ignored stack_integration "real Postfix, Dovecot, OpenDKIM, Knot, Prometheus"
 ignored oauth_stack "XOAUTH2 through Postfix + Dovecot introspection on 127.0.0.1:18080"
 ignored audit_knot "DNS audit against its own knotd and zones"
+ignored delivery_stack "delivery verification: sinks over IMAPS and STARTTLS, Sieve Junk, DSNs, DKIM at the MX"
 ignored dashboards_live "every dashboard query and alert rule on a real Prometheus; serves 127.0.0.1:18080 too"
 # The deployment-file checks run promtool (installed with the stack), kubectl kustomize,
 # systemd-analyze and python3; install the Debian packages that are missing.

@@ -336,10 +336,9 @@ impl<'a> SendHooks<'a> {
         tracker: Option<&'a Tracker>,
         mailbox: &'a str,
     ) -> SendHooks<'a> {
-        let tracking = tracker.and_then(|t| {
-            let sinks = t.route(mailbox);
-            (!sinks.is_empty()).then_some((t, mailbox, sinks))
-        });
+        let tracking = tracker
+            .filter(|t| t.tracks(mailbox))
+            .map(|t| (t, mailbox, t.route(mailbox)));
         SendHooks { permit, tracking }
     }
 

@@ -99,12 +99,18 @@ impl SinkPool {
             .iter()
             .map(|s| (s.name.clone(), s.address.clone()))
             .collect();
+        let watched: std::collections::HashSet<String> = cfg
+            .mailboxes
+            .iter()
+            .filter(|m| !cfg.bounce_sinks_of(m).is_empty())
+            .map(|m| m.name.clone())
+            .collect();
         let with_sinks: Vec<String> = routes
             .iter()
-            .filter(|(_, s)| !s.is_empty())
+            .filter(|(m, s)| !s.is_empty() || watched.contains(*m))
             .map(|(m, _)| m.clone())
             .collect();
-        tracker.configure(cfg.delivery.timeout, addresses, routes);
+        tracker.configure(cfg.delivery.timeout, addresses, routes, watched);
         for m in &with_sinks {
             tracker.load(m).await;
         }

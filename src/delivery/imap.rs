@@ -112,8 +112,14 @@ fn imap_err(e: async_imap::error::Error) -> StoreError {
     match e {
         E::Io(io) => err(Class::Network, format!("connection failed: {io}")),
         E::ConnectionLost => err(Class::Network, "the server closed the connection"),
-        E::No(text) => err(Class::Protocol, format!("the server refused: NO {text}")),
-        E::Bad(text) => err(Class::Protocol, format!("the server refused: BAD {text}")),
+        E::No(text) => err(
+            Class::Protocol,
+            format!("the server refused: NO {}", server_text(&text)),
+        ),
+        E::Bad(text) => err(
+            Class::Protocol,
+            format!("the server refused: BAD {}", server_text(&text)),
+        ),
         E::Parse(p) => err(Class::Protocol, format!("unreadable response: {p}")),
         other => err(Class::Protocol, other.to_string()),
     }
@@ -215,7 +221,10 @@ impl ImapStore {
             Ok(Err((e, _))) => {
                 return Err(match e {
                     async_imap::error::Error::No(text) | async_imap::error::Error::Bad(text) => {
-                        err(Class::Auth, format!("login refused: {text}"))
+                        err(
+                            Class::Auth,
+                            format!("login refused: {}", server_text(&text)),
+                        )
                     }
                     other => imap_err(other),
                 });
@@ -265,8 +274,8 @@ impl ImapStore {
         let deadline = self.deadline;
         self.read.store(0, Ordering::Relaxed);
         let s = self.session()?;
-        let quoted = quote(folder);
-        let mb = tokio::time::timeout(deadline, s.select(&quoted))
+        // async-imap quotes the name itself.
+        let mb = tokio::time::timeout(deadline, s.select(folder))
             .await
             .map_err(|_| err(Class::Timeout, "SELECT: no answer"))?
             .map_err(imap_err)?;
@@ -398,21 +407,19 @@ async fn greeted(
     }
 }
 
-/// A folder name as an IMAP quoted string (config validation refused `"` and `\`;
-/// names from LIST are escaped here).
-fn quote(name: &str) -> String {
-    let mut s = String::with_capacity(name.len() + 2);
-    s.push('"');
-    for c in name.chars() {
-        if matches!(c, '"' | '\\') {
-            s.push('\\');
-        }
-        if !c.is_control() {
-            s.push(c);
-        }
-    }
-    s.push('"');
-    s
+/// The server's own words out of async-imap's NO/BAD text, which is a debug rendering
+/// (`... information: Some("...") ...`); anything else as it is. Control characters go.
+fn server_text(debug: &str) -> String {
+    let inner = debug
+        .split_once("Some(\"")
+        .and_then(|(_, rest)| rest.rsplit_once("\")"))
+        .map(|(text, _)| text.replace("\\\"", "\""))
+        .unwrap_or_else(|| debug.to_string());
+    inner
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(512)
+        .collect()
 }
 
 /// `1,3,5:7` from sorted or unsorted UIDs.
@@ -449,7 +456,12 @@ mod tests {
     #[test]
     fn sets_and_quotes() {
         assert_eq!(uid_set(&[5, 1, 2, 3, 9, 10]), "1:3,5,9:10");
-        assert_eq!(quote("Junk E-mail"), "\"Junk E-mail\"");
-        assert_eq!(quote("a\"b\\"), "\"a\\\"b\\\\\"");
+        assert_eq!(
+            server_text(
+                r#"outcome: Outcome { code: None, information: Some("Mailbox doesn't exist: \"X\"") }"#
+            ),
+            "Mailbox doesn't exist: \"X\""
+        );
+        assert_eq!(server_text("plain"), "plain");
     }
 }

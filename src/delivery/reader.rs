@@ -247,7 +247,6 @@ impl SinkReader {
     ) -> Result<(), StoreError> {
         let info = store.select(folder).await?;
         let pos = cursor.folders.get(folder).copied();
-        let mut delete: Vec<u32> = Vec::new();
         match pos {
             Some(p) if p.uidvalidity == info.uidvalidity && p.next > 0 => {
                 let mut next = p.next;
@@ -257,7 +256,7 @@ impl SinkReader {
                         break;
                     };
                     for f in &batch {
-                        self.look_at(store, folder, junk, f, &mut delete).await?;
+                        self.look_at(store, folder, junk, f).await?;
                     }
                     next = max + 1;
                     cursor.folders.insert(
@@ -279,7 +278,7 @@ impl SinkReader {
                 let uids = store.recent(since).await?;
                 for chunk in uids.chunks(super::store::BATCH as usize) {
                     for f in store.headers_of(chunk).await? {
-                        self.look_at(store, folder, junk, &f, &mut delete).await?;
+                        self.look_at(store, folder, junk, &f).await?;
                     }
                 }
                 let next = info.uidnext.max(uids.iter().max().map_or(0, |m| m + 1));
@@ -292,9 +291,6 @@ impl SinkReader {
                 );
             }
         }
-        if self.sink.cleanup == Cleanup::Delete && !delete.is_empty() {
-            store.delete(&delete).await?;
-        }
         Ok(())
     }
 
@@ -305,7 +301,6 @@ impl SinkReader {
         folder: &str,
         junk: bool,
         f: &Fetched,
-        delete: &mut Vec<u32>,
     ) -> Result<(), StoreError> {
         let Some(header) = &f.header else {
             return Ok(());
@@ -317,15 +312,17 @@ impl SinkReader {
                 let found = self
                     .examine(store, folder, junk, f, &summary, mailbox)
                     .await?;
+                // Cleaned up before it is reported: whoever waits for the result (the
+                // `probe --wait-delivery` command) may stop this reader right after.
+                self.clean_up(store, f.uid).await?;
                 tracker
                     .found(&self.sink.name, mailbox, probe_id, found)
                     .await;
-                delete.push(f.uid);
             }
             return Ok(());
         }
         if summary.is_report && !self.bounce_for.is_empty() {
-            self.bounce(store, f, delete).await?;
+            self.bounce(store, f).await?;
         }
         Ok(())
     }
@@ -356,12 +353,7 @@ impl SinkReader {
         })
     }
 
-    async fn bounce(
-        &self,
-        store: &mut Store,
-        f: &Fetched,
-        delete: &mut Vec<u32>,
-    ) -> Result<(), StoreError> {
+    async fn bounce(&self, store: &mut Store, f: &Fetched) -> Result<(), StoreError> {
         if f.size.is_some_and(|s| s > MAX_BODY) {
             return Ok(());
         }
@@ -371,23 +363,31 @@ impl SinkReader {
         let Some(raw) = &full.body else {
             return Ok(());
         };
-        let mut ours = false;
-        for b in dsn::parse(raw) {
-            let Some(mailbox) = self.opts.tracker.knows_message(&b.message_id) else {
-                continue;
-            };
-            let Some(provider) = self.bounce_for.get(&mailbox).copied() else {
-                continue;
-            };
-            ours = true;
+        let bounces: Vec<(dsn::Bounce, Provider)> = dsn::parse(raw)
+            .into_iter()
+            .filter_map(|b| {
+                let mailbox = self.opts.tracker.knows_message(&b.message_id)?;
+                let provider = self.bounce_for.get(&mailbox).copied()?;
+                Some((b, provider))
+            })
+            .collect();
+        if !bounces.is_empty() {
+            self.clean_up(store, f.uid).await?;
+        }
+        for (b, provider) in bounces {
             let info = classify_bounce(provider, &b);
             self.opts
                 .tracker
                 .bounced(&b.message_id, &b.recipient, info)
                 .await;
         }
-        if ours {
-            delete.push(f.uid);
+        Ok(())
+    }
+
+    /// Removes one verified canary or DSN of ours (`cleanup: delete`).
+    async fn clean_up(&self, store: &mut Store, uid: u32) -> Result<(), StoreError> {
+        if self.sink.cleanup == Cleanup::Delete {
+            store.delete(&[uid]).await?;
         }
         Ok(())
     }

@@ -66,6 +66,8 @@ struct Inner {
     sinks: SinkAddresses,
     /// Mailbox name to the sinks that verify its canaries.
     routes: HashMap<String, Vec<String>>,
+    /// Mailboxes whose own inbox is a sink (their DSNs are watched for).
+    watched: std::collections::HashSet<String>,
     mailboxes: HashMap<String, MailboxFile>,
     recent: VecDeque<Resolution>,
     last: HashMap<(String, String), Resolution>,
@@ -80,6 +82,7 @@ impl Tracker {
                 timeout: Duration::from_secs(900),
                 sinks: HashMap::new(),
                 routes: HashMap::new(),
+                watched: Default::default(),
                 mailboxes: HashMap::new(),
                 recent: VecDeque::new(),
                 last: HashMap::new(),
@@ -100,11 +103,20 @@ impl Tracker {
         timeout: Duration,
         sinks: SinkAddresses,
         routes: HashMap<String, Vec<String>>,
+        watched: std::collections::HashSet<String>,
     ) {
         let mut g = lock(&self.inner);
         g.timeout = timeout;
         g.sinks = sinks;
         g.routes = routes;
+        g.watched = watched;
+    }
+
+    /// Whether `mailbox`'s canaries are written down: some sink verifies them, or its
+    /// own inbox is watched for their bounces.
+    pub fn tracks(&self, mailbox: &str) -> bool {
+        let g = lock(&self.inner);
+        g.watched.contains(mailbox) || g.routes.get(mailbox).is_some_and(|r| !r.is_empty())
     }
 
     /// The sinks that verify `mailbox`'s canaries under the config in force.

@@ -80,9 +80,9 @@ impl DemoRelay {
                 Placement::Bounce { .. } => {}
                 p if to_here => {
                     let header = format!(
-                        "Authentication-Results: {DEMO_AUTHSERV_ID}; spf=pass smtp.mailfrom={}; dkim=none (message not signed); dmarc=pass header.from={}\r\n",
+                        "Authentication-Results: {DEMO_AUTHSERV_ID}; spf=pass smtp.mailfrom={}; dkim=pass header.d={d}; dmarc=pass header.from={d}\r\n",
                         m.mail_from,
-                        m.mail_from.rsplit('@').next().unwrap_or("")
+                        d = m.mail_from.rsplit('@').next().unwrap_or("")
                     );
                     out.push(StoredMessage {
                         uid,

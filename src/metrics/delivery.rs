@@ -168,7 +168,9 @@ impl DeliveryEvents for DeliveryMetrics {
         self.delivery_success
             .with_label_values(&[m, s])
             .set(i64::from(r.outcome == Outcome::Delivered));
-        if let (Some(secs), Outcome::Delivered | Outcome::Junk) = (r.seconds, r.outcome) {
+        // The contract's latency is that of delivered canaries; a junked one's arrival
+        // time is in its resolution (and the log), not in these series.
+        if let (Some(secs), Outcome::Delivered) = (r.seconds, r.outcome) {
             self.delivery_last_seconds
                 .with_label_values(&[m, s])
                 .set(secs);

@@ -14,6 +14,8 @@
 //! - a `provider: microsoft365` password mailbox pointed at the stack's Postfix (host
 //!   127.0.0.1, the stack's port and CA; the preset refuses only port 465 and implicit
 //!   TLS): the `auth.basic_auth_retiring` finding;
+//! - the demo sinks: canaries delivered, junked (junk-placement) and bounced with 5.7.708
+//!   (outbound-spam-blocked, its DSN in its own inbox), and a sink on a closed port;
 //! - `dns_audit` of the stack's domain example.test against the stack's Knot
 //!   (`--dns-server`): SPF lookups, DKIM bits (selector `canary`), DMARC policy.
 //!
@@ -107,6 +109,20 @@ mailboxes:
     to: [canary-sink@demo.example]
     interval: 10s
     timeout: 5s
+  - name: demo-junk-placement
+    provider: demo
+    username: junk-placement@demo.example
+    from: junk-placement@demo.example
+    to: [canary-sink@demo.example]
+    interval: 10s
+    timeout: 5s
+  - name: demo-outbound-blocked
+    provider: demo
+    username: outbound-spam-blocked@demo.example
+    from: outbound-spam-blocked@demo.example
+    to: [canary-sink@demo.example]
+    interval: 10s
+    timeout: 5s
 ",
     );
     y += &stack_mailbox("stack-password", "20s", src());
@@ -124,6 +140,28 @@ mailboxes:
         "  - name: m365-password\n    provider: microsoft365\n    budget: {messages_per_day: 1000}\n",
     );
     y += &format!("    password_env: {PASSWORD_ENV}\n");
+    // Delivery: the demo sinks (delivered, junk, bounced) and a sink nothing answers
+    // for (sink_up 0, sink_failures_total{class=\"connect\"}).
+    y += &format!(
+        "sinks:
+  - name: demo-sink
+    provider: demo
+    address: canary-sink@demo.example
+  - name: demo-bounces
+    provider: demo
+    address: outbound-spam-blocked@demo.example
+  - name: unreachable-sink
+    address: nobody@sink.test
+    host: 127.0.0.1
+    port: {closed}
+    username: nobody@sink.test
+    password_env: {PASSWORD_ENV}
+    poll_interval: 5s
+delivery:
+  timeout: 1m
+",
+        closed = crate::support::ports::free_port(),
+    );
     y += &format!(
         "dns_audit:
   interval: 1h

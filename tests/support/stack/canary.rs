@@ -38,6 +38,7 @@ impl Stack {
             auth_mechanism: None,
             allow_insecure_auth: None,
             interval: None,
+            more_to: Vec::new(),
         }
     }
 }
@@ -58,9 +59,11 @@ pub struct MailboxCfg {
     pub auth_mechanism: Option<String>,
     pub allow_insecure_auth: Option<bool>,
     pub interval: Option<String>,
+    /// More recipients after `to`.
+    pub more_to: Vec<String>,
 }
 
-fn q(s: &str) -> String {
+pub(super) fn q(s: &str) -> String {
     serde_json::to_string(s).expect("a string encodes")
 }
 
@@ -94,7 +97,11 @@ impl MailboxCfg {
         if let Some(m) = &self.auth_mechanism {
             y += &format!("    auth_mechanism: {}\n", q(m));
         }
-        y += &format!("    from: {}\n    to: [{}]\n", q(&self.from), q(&self.to));
+        let to: Vec<String> = std::iter::once(&self.to)
+            .chain(&self.more_to)
+            .map(|t| q(t))
+            .collect();
+        y += &format!("    from: {}\n    to: [{}]\n", q(&self.from), to.join(", "));
         y += &format!("    timeout: {PROBE_TIMEOUT}\n");
         if let Some(i) = &self.interval {
             y += &format!("    interval: {i}\n");
@@ -124,6 +131,8 @@ pub struct Canary {
     pub config: PathBuf,
     pub password: String,
     pub extra_args: Vec<String>,
+    /// More environment for the child (the sinks' secrets).
+    pub extra_env: Vec<(String, String)>,
 }
 
 /// What `smtp-canary probe NAME --format json` printed.
@@ -255,6 +264,7 @@ impl Canary {
             config,
             password: password.to_owned(),
             extra_args: Vec::new(),
+            extra_env: Vec::new(),
         }
     }
 
@@ -262,12 +272,17 @@ impl Canary {
         std::fs::read_to_string(&self.config).unwrap_or_default()
     }
 
-    fn state_dir(&self) -> PathBuf {
+    pub fn state_dir(&self) -> PathBuf {
         self.dir.path().join("state")
     }
 
     /// `smtp-canary probe NAME --format json`, with a hard deadline.
     pub fn probe(&self, name: &str) -> ProbeRun {
+        self.probe_with(name, &[])
+    }
+
+    /// `smtp-canary probe NAME --format json ARGS...` (e.g. `--wait-delivery`).
+    pub fn probe_with(&self, name: &str, args: &[&str]) -> ProbeRun {
         let mut cmd = daemon::command(&[]);
         cmd.arg("--config.file")
             .arg(&self.config)
@@ -275,7 +290,9 @@ impl Canary {
             .arg(self.state_dir())
             .args(&self.extra_args)
             .env(PASSWORD_ENV, &self.password)
-            .args(["probe", name, "--format", "json"]);
+            .envs(self.extra_env.iter().map(|(k, v)| (k, v)))
+            .args(["probe", name, "--format", "json"])
+            .args(args);
         let Measured {
             status,
             killed,
@@ -317,12 +334,9 @@ impl Canary {
         if !extra.contains(&"--dns-server") {
             extra.extend(["--dns-server", Stack::get().dns()]);
         }
-        let d = Daemon::start(
-            &self.config,
-            &self.state_dir(),
-            &extra,
-            &[(PASSWORD_ENV, &self.password)],
-        );
+        let mut env: Vec<(&str, &str)> = vec![(PASSWORD_ENV, &self.password)];
+        env.extend(self.extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let d = Daemon::start(&self.config, &self.state_dir(), &extra, &env);
         d.wait_ready(Duration::from_secs(15));
         d
     }

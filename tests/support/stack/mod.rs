@@ -9,6 +9,7 @@
 pub mod canary;
 pub mod mail;
 pub mod prometheus;
+pub mod sink;
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpStream};
