@@ -28,11 +28,76 @@ const RESPONSE_BUDGET: usize = 16 * 1024 * 1024;
 pub(super) trait Io: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug> Io for T {}
 
-/// A stream that fails once more than the budget was read since the last reset.
+/// A stream that fails once more than the budget was read since the last reset, or as
+/// soon as the server announces a literal (`{N}`) larger than the budget: async-imap
+/// would allocate (and zero) a buffer of that size before reading a byte of it.
 #[derive(Debug)]
 pub(super) struct Budgeted {
     inner: Box<dyn Io>,
     read: Arc<AtomicUsize>,
+    literal: LiteralScan,
+}
+
+/// The longest response line outside literals. async-imap parses a response again from
+/// its start on every read until it is complete, so one endless line would cost time
+/// quadratic in its length; real lines are short (a SEARCH of a day's UIDs at most).
+const MAX_LINE: u64 = 1024 * 1024;
+
+/// Where the scan of the server's bytes stands, carried across reads: inside a literal
+/// announcement (`{`, the digits so far), right after one (its size, until the line
+/// ends), inside a literal's data (bytes left), and the length of the current line.
+#[derive(Debug, Default, Clone, Copy)]
+struct LiteralScan {
+    open: Option<(u64, u8)>,
+    announced: Option<u64>,
+    skipping: u64,
+    line: u64,
+}
+
+impl LiteralScan {
+    /// Why `bytes` (the next ones from the server) are refused, if they are: a literal
+    /// over `limit` announced, or a line over [`MAX_LINE`].
+    fn check(&mut self, bytes: &[u8], limit: u64) -> Result<(), String> {
+        for &b in bytes {
+            if self.skipping > 0 {
+                self.skipping -= 1;
+                continue;
+            }
+            if b == b'\n' {
+                self.line = 0;
+                self.open = None;
+                self.skipping = self.announced.take().unwrap_or(0);
+                continue;
+            }
+            self.line += 1;
+            if self.line > MAX_LINE {
+                return Err(format!(
+                    "the server sent a line longer than {MAX_LINE} bytes"
+                ));
+            }
+            if b != b'\r' {
+                self.announced = None;
+            }
+            self.open = match (self.open, b) {
+                (_, b'{') => Some((0, 0)),
+                (Some((n, d)), b'0'..=b'9') if d < 20 => Some((
+                    n.saturating_mul(10).saturating_add(u64::from(b - b'0')),
+                    d + 1,
+                )),
+                (Some((n, d)), b'}') if d > 0 => {
+                    if n > limit {
+                        return Err(format!(
+                            "the server announced a {n}-byte literal; the limit is {limit}"
+                        ));
+                    }
+                    self.announced = Some(n);
+                    None
+                }
+                _ => None,
+            };
+        }
+        Ok(())
+    }
 }
 
 impl AsyncRead for Budgeted {
@@ -48,6 +113,13 @@ impl AsyncRead for Budgeted {
             return Poll::Ready(Err(std::io::Error::other(format!(
                 "the server sent more than {RESPONSE_BUDGET} bytes for one command"
             ))));
+        }
+        let fresh = &buf.filled()[before..];
+        let mut scan = self.literal;
+        let checked = scan.check(fresh, RESPONSE_BUDGET as u64);
+        self.literal = scan;
+        if let Err(why) = checked {
+            return Poll::Ready(Err(std::io::Error::other(why)));
         }
         r
     }
@@ -172,6 +244,7 @@ impl ImapStore {
         let budget = |inner: Box<dyn Io>| Budgeted {
             inner,
             read: read.clone(),
+            literal: LiteralScan::default(),
         };
         let tls_failed = |e: std::io::Error| err(Class::Tls, format!("TLS handshake failed: {e}"));
         let client = match sink.security {
@@ -452,6 +525,30 @@ pub(super) fn uid_set(uids: &[u32]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn oversized_literals_and_lines_are_seen_across_reads() {
+        let mut scan = LiteralScan::default();
+        assert!(scan.check(b"* 1 FETCH (BODY[] {12}\r\n", 100).is_ok());
+        // The literal's own bytes are skipped, braces included.
+        assert!(scan.check(b"{99999}{1}\r\n)\r\n", 100).is_ok());
+        assert!(scan.check(b"* 1 FETCH (BODY[] {10", 100).is_ok());
+        let e = scan.check(b"00}\r\n", 100).unwrap_err();
+        assert!(e.contains("1000-byte literal"), "{e}");
+        let mut scan = LiteralScan::default();
+        assert!(scan.check(b"{99999999999999999999999}", 100).is_ok());
+        let mut scan = LiteralScan::default();
+        let long = vec![b'a'; (MAX_LINE + 1) as usize];
+        assert!(scan.check(&long, 100).unwrap_err().contains("line longer"));
+        // A literal's data may be longer than a line.
+        let mut scan = LiteralScan::default();
+        assert!(
+            scan.check(b"* 1 FETCH (BODY[] {2000000}\r\n", u64::MAX)
+                .is_ok()
+        );
+        assert!(scan.check(&vec![b'x'; 2_000_000], u64::MAX).is_ok());
+        assert!(scan.check(b")\r\n", u64::MAX).is_ok());
+    }
 
     #[test]
     fn sets_and_quotes() {

@@ -1,9 +1,11 @@
-//! The `/` status page: one row per mailbox with its last result and phases, and the
-//! redacted transcript of each mailbox's last failure. Plain HTML, no scripts.
+//! The `/` status page: one row per mailbox with its last result and phases, the last
+//! fate of its canaries in each sink, and the redacted transcript of each mailbox's last
+//! failure. Plain HTML, no scripts.
 
 use std::fmt::Write;
 
 use crate::board::MailboxStatus;
+use crate::delivery::{Outcome, Resolution};
 use crate::probe::ProbeResult;
 use crate::util::{rfc3339, unix};
 
@@ -31,6 +33,21 @@ fn phases(r: &ProbeResult) -> String {
         .join(", ")
 }
 
+/// One line per sink: where the last canary landed, colour-coded.
+fn delivery(d: &[std::sync::Arc<Resolution>]) -> String {
+    d.iter()
+        .map(|r| {
+            let cls = if r.outcome == Outcome::Delivered {
+                "ok"
+            } else {
+                "fail"
+            };
+            format!("<span class=\"{cls}\">{}</span>", escape(&r.to_text()))
+        })
+        .collect::<Vec<_>>()
+        .join("<br>")
+}
+
 pub fn page(board: &[MailboxStatus]) -> String {
     let mut h = String::with_capacity(4096 + board.len() * 512);
     h.push_str(concat!(
@@ -41,7 +58,8 @@ pub fn page(board: &[MailboxStatus]) -> String {
         "</head><body>\n<h1>smtp-canary</h1>\n",
         "<p><a href=\"/metrics\">Metrics</a> · <a href=\"/-/healthy\">Health</a> · <a href=\"/-/ready\">Readiness</a></p>\n",
         "<table>\n<tr><th>Mailbox</th><th>Provider</th><th>Server</th><th>Last result</th>",
-        "<th>Class</th><th>Code</th><th>Phases</th><th>Total</th><th>Finished</th><th>Hint</th></tr>\n"
+        "<th>Class</th><th>Code</th><th>Phases</th><th>Total</th><th>Finished</th><th>Hint</th>",
+        "<th>Delivery</th></tr>\n"
     ));
     for s in board {
         let mb = &s.mailbox;
@@ -54,9 +72,13 @@ pub fn page(board: &[MailboxStatus]) -> String {
             escape(&server)
         );
         match &s.last {
-            None => h.push_str(
-                "<td>pending</td><td></td><td></td><td></td><td></td><td></td><td></td></tr>\n",
-            ),
+            None => {
+                let _ = writeln!(
+                    h,
+                    "<td>pending</td><td></td><td></td><td></td><td></td><td></td><td></td><td>{}</td></tr>",
+                    delivery(&s.delivery)
+                );
+            }
             Some(r) => {
                 let (cls, result) = if r.success() {
                     ("ok", "success")
@@ -66,13 +88,14 @@ pub fn page(board: &[MailboxStatus]) -> String {
                 let f = r.failure.as_ref();
                 let _ = write!(
                     h,
-                    "<td class=\"{cls}\">{result}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.3}s</td><td>{}</td><td>{}</td></tr>",
+                    "<td class=\"{cls}\">{result}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.3}s</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                     escape(f.map(|f| f.class.as_str()).unwrap_or("")),
                     escape(f.map(|f| f.code.as_str()).unwrap_or("")),
                     escape(&phases(r)),
                     r.total.as_secs_f64(),
                     escape(&rfc3339(unix(r.finished_at))),
                     escape(f.map(|f| f.hint.as_str()).unwrap_or("")),
+                    delivery(&s.delivery),
                 );
                 h.push('\n');
             }

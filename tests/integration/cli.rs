@@ -207,6 +207,96 @@ fn daemon_with_shipped_config_serves_metrics_and_stops_on_sigterm() {
     assert!(d.log().contains("shutting down"));
 }
 
+/// A newcomer's `cargo run`: the shipped config's demo sinks show delivery results on
+/// `/` and `/metrics` with no account: delivered, junk, and a classified bounce.
+#[test]
+fn shipped_config_shows_delivery_results() {
+    let _serial = serial::shared_blocking();
+    let state = tempfile::tempdir().unwrap();
+    let d = Daemon::start(
+        &repo().join("config.yaml"),
+        state.path(),
+        &["--probe.immediate"],
+        &[],
+    );
+    let body = d.wait_metrics(Duration::from_secs(30), |b| {
+        metric_value(
+            b,
+            "smtp_canary_deliveries_total{mailbox=\"demo-healthy\",result=\"delivered\",sink=\"demo-sink\"}",
+        )
+        .is_some()
+            && metric_value(
+                b,
+                "smtp_canary_deliveries_total{mailbox=\"demo-junk-placement\",result=\"junk\",sink=\"demo-sink\"}",
+            )
+            .is_some()
+            && metric_value(
+                b,
+                "smtp_canary_bounces_total{class=\"sender_rejected\",code=\"5.7.708\",mailbox=\"demo-outbound-blocked\"}",
+            )
+            .is_some()
+    });
+    assert_eq!(
+        metric_value(
+            &body,
+            "smtp_canary_delivery_success{mailbox=\"demo-healthy\",sink=\"demo-sink\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric_value(&body, "smtp_canary_sink_up{sink=\"demo-sink\"}"),
+        Some(1.0)
+    );
+    assert!(body.contains("smtp_canary_delivery_seconds_bucket{sink=\"demo-sink\",le=\"1\"}"));
+    let (_, page) = d.get("/").expect("status page");
+    assert!(page.contains("demo-sink: delivered in INBOX"), "{page}");
+    assert!(page.contains("demo-sink: junk in Junk"), "{page}");
+    assert!(page.contains("5.7.708"), "{page}");
+}
+
+/// `probe NAME --wait-delivery` with the demo: the delivery part of the JSON, exit 0;
+/// a junked canary exits 1.
+#[test]
+fn probe_wait_delivery_prints_where_the_canary_landed() {
+    let _serial = serial::shared_blocking();
+    let state = tempfile::tempdir().unwrap();
+    let state_dir = state.path().display().to_string();
+    let out = run(
+        &[
+            "--state.dir",
+            &state_dir,
+            "probe",
+            "demo-healthy",
+            "--wait-delivery",
+            "--format",
+            "json",
+        ],
+        &[],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let json: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    // Each `probe` starts its own demo relay, whose first message is never throttled.
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let d = &json["delivery"][0];
+    assert_eq!(d["sink"], "demo-sink", "{stdout}");
+    assert_eq!(d["result"], "delivered", "{stdout}");
+    assert_eq!(d["folder"], "INBOX", "{stdout}");
+    assert_eq!(d["auth_results"]["dkim"], "pass", "{stdout}");
+    let out = run(
+        &[
+            "--state.dir",
+            &state_dir,
+            "probe",
+            "demo-junk-placement",
+            "--wait-delivery",
+        ],
+        &[],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("delivery demo-sink: junk in Junk"), "{text}");
+}
+
 /// SIGTERM while a probe waits on a slow server: the probe finishes within its
 /// deadlines (here: the server answers DATA after 1.5 s), then the daemon exits 0.
 #[test]

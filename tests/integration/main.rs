@@ -13,6 +13,7 @@ mod support;
 mod audit_knot;
 mod cli;
 mod dashboards_live;
+mod delivery_hostile;
 mod delivery_stack;
 mod deploy_files;
 mod hardening;

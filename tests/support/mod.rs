@@ -10,7 +10,8 @@
 //!   tests write, FIFOs and huge sparse files among it;
 //! - [`pki`]: a throwaway CA and the STARTTLS servers that present its leaf;
 //! - [`token_endpoint`]: the OAuth 2.0 token (and introspection) endpoint;
-//! - [`hostile`]: the SMTP server that misbehaves in 35 ways;
+//! - [`hostile`]: the SMTP server that misbehaves in 35 ways; [`imap`]: the IMAP server
+//!   that misbehaves for sink readers;
 //! - [`dns`] and [`relay`]: small DNS responders and TCP relays on loopback;
 //! - [`stack`]: the running mail stack of `tests/stack/`; [`deploy`]: the monitoring and
 //!   deployment files.
@@ -26,6 +27,7 @@ pub mod files;
 pub mod fixtures;
 pub mod hostile;
 pub mod http;
+pub mod imap;
 pub mod pki;
 pub mod ports;
 pub mod relay;
