@@ -70,6 +70,22 @@ fn print_config_errors(errors: &[ConfigError]) {
     eprintln!("config invalid: {} error(s)", errors.len());
 }
 
+/// How a mailbox or sink authenticates, in words (never the secret).
+fn describe_auth(a: &AuthConfig) -> String {
+    match a {
+        AuthConfig::None => "no AUTH".to_owned(),
+        AuthConfig::Password { username, .. } => format!("password as {username}"),
+        AuthConfig::OAuth2 { username, oauth } => format!(
+            "XOAUTH2 as {username} ({}, token endpoint {})",
+            match oauth.grant {
+                config::Grant::ClientCredentials => "client_credentials",
+                config::Grant::RefreshToken => "refresh_token",
+            },
+            auth::display_token_url(&oauth.token_url)
+        ),
+    }
+}
+
 /// `check-config`: validate and summarise; exit 0 ok, 2 invalid.
 pub fn check_config(flags: &Flags) -> ExitCode {
     let cfg = match config::load(&flags.config_file) {
@@ -90,18 +106,7 @@ pub fn check_config(flags: &Flags) -> ExitCode {
         } else {
             format!("{}:{}", mb.host, mb.port)
         };
-        let auth = match &mb.auth {
-            AuthConfig::None => "no AUTH".to_owned(),
-            AuthConfig::Password { username, .. } => format!("password as {username}"),
-            AuthConfig::OAuth2 { username, oauth } => format!(
-                "XOAUTH2 as {username} ({}, token endpoint {})",
-                match oauth.grant {
-                    config::Grant::ClientCredentials => "client_credentials",
-                    config::Grant::RefreshToken => "refresh_token",
-                },
-                auth::display_token_url(&oauth.token_url)
-            ),
-        };
+        let auth = describe_auth(&mb.auth);
         println!(
             "  {:<24} {:<13} {} {} every {:?} (timeout {:?}), {}, {} -> {}",
             mb.name,
@@ -113,6 +118,47 @@ pub fn check_config(flags: &Flags) -> ExitCode {
             auth,
             mb.from,
             mb.to.join(", ")
+        );
+    }
+    if !cfg.sinks.is_empty() {
+        println!(
+            "{} sink(s), delivery timeout {:?}",
+            cfg.sinks.len(),
+            cfg.delivery.timeout
+        );
+    }
+    for s in &cfg.sinks {
+        let host = if s.provider == Provider::Demo {
+            "in-process demo sink".to_owned()
+        } else {
+            format!("{}:{} {}", s.host, s.port, s.security.as_str())
+        };
+        let verifies: Vec<&str> = cfg
+            .mailboxes
+            .iter()
+            .filter(|m| cfg.sinks_of(m).iter().any(|x| x.name == s.name))
+            .map(|m| m.name.as_str())
+            .collect();
+        let bounces: Vec<&str> = cfg
+            .mailboxes
+            .iter()
+            .filter(|m| m.from.eq_ignore_ascii_case(&s.address))
+            .map(|m| m.name.as_str())
+            .collect();
+        println!(
+            "  sink {:<19} {:<13} {} {}, {}, cleanup {}; verifies [{}]{}",
+            s.name,
+            s.provider.as_str(),
+            host,
+            s.address,
+            describe_auth(&s.auth),
+            s.cleanup,
+            verifies.join(", "),
+            if bounces.is_empty() {
+                String::new()
+            } else {
+                format!("; bounces of [{}]", bounces.join(", "))
+            }
         );
     }
     // Readiness findings are warnings: the config stays valid (exit 0).

@@ -40,6 +40,65 @@ const BACKOFF_CAP: Duration = Duration::from_secs(300);
 /// The demo sink is looked at this often.
 const DEMO_POLL: Duration = Duration::from_secs(3);
 
+/// One-line remediation hints for failed sink reads, by provider (`None`: any) and
+/// class; the first match wins.
+pub static SINK_HINTS: &[(Option<Provider>, Class, &str)] = &[
+    (
+        Some(Provider::Microsoft365),
+        Class::Auth,
+        "Exchange Online IMAP takes OAuth only: grant the app IMAP.AccessAsApp, register its service principal (New-ServicePrincipal) and give it access to the mailbox (Add-MailboxPermission -AccessRights FullAccess); check Set-CASMailbox -ImapEnabled $true",
+    ),
+    (
+        Some(Provider::Google),
+        Class::Auth,
+        "Gmail IMAP needs OAuth (scope https://mail.google.com/) or an app password, and IMAP access allowed for the account",
+    ),
+    (
+        None,
+        Class::Auth,
+        "The sink's username or password is wrong, or the server refuses this login",
+    ),
+    (
+        None,
+        Class::OauthToken,
+        "No access token for the sink: check its oauth2 client_id, secret and token_url (oauth_token_failures_total says why)",
+    ),
+    (
+        None,
+        Class::Tls,
+        "The sink's certificate is not trusted: set tls.ca_file, or check tls.server_name; STARTTLS must be offered",
+    ),
+    (
+        None,
+        Class::Connect,
+        "Nothing answers at the sink's host and port: check host, port and security (993 implicit TLS, 143 STARTTLS)",
+    ),
+    (None, Class::Dns, "The sink's host name does not resolve"),
+    (
+        None,
+        Class::Timeout,
+        "The sink's server stopped answering within the command deadline: a firewall dropping packets, or an overloaded server",
+    ),
+    (
+        None,
+        Class::Protocol,
+        "The server did not speak IMAP as expected, or refused a command (a folder that does not exist?)",
+    ),
+    (
+        None,
+        Class::Network,
+        "The connection broke, or the server sent more than smtp-canary accepts for one command",
+    ),
+];
+
+/// The hint for a failed read of a `provider` sink.
+pub fn sink_hint(provider: Provider, class: Class) -> &'static str {
+    SINK_HINTS
+        .iter()
+        .find(|(p, c, _)| *c == class && p.is_none_or(|p| p == provider))
+        .map_or("", |(_, _, h)| *h)
+}
+
 /// What every reader shares.
 #[derive(Clone)]
 pub struct SinkReaderOptions {
@@ -92,7 +151,8 @@ impl SinkReader {
                 failures = failures.saturating_add(1);
                 let message = self.scrub(&e.message);
                 self.opts.events.sink_read(&self.sink.name, Some(e.class));
-                tracing::warn!(sink = %self.sink.name, class = %e.class, error = %message, "sink read failed; reconnecting with back-off");
+                let hint = sink_hint(self.sink.provider, e.class);
+                tracing::warn!(sink = %self.sink.name, class = %e.class, error = %message, hint, "sink read failed; reconnecting with back-off");
                 let pause = backoff(failures);
                 tokio::select! {
                     _ = tokio::time::sleep(pause) => {}
@@ -515,6 +575,11 @@ mod tests {
             Class::RecipientRejected
         );
         assert_eq!(backoff(1), Duration::from_secs(2));
+        assert!(sink_hint(Provider::Microsoft365, Class::Auth).contains("IMAP.AccessAsApp"));
+        assert!(sink_hint(Provider::Generic, Class::Auth).contains("password"));
+        for class in Class::ALL {
+            let _ = sink_hint(Provider::Generic, *class);
+        }
         assert_eq!(backoff(30), BACKOFF_CAP);
     }
 }

@@ -34,7 +34,17 @@ pub(super) struct DeliveryMetrics {
     sink_up: IntGaugeVec,
     sink_failures_total: IntCounterVec,
     /// Label sets written per mailbox, so a removed mailbox's series all go.
-    written: Mutex<HashMap<String, HashSet<Vec<String>>>>,
+    written: Mutex<HashMap<String, HashSet<(Family, Vec<String>)>>>,
+}
+
+/// Which per-mailbox family a remembered label set belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Family {
+    /// The (mailbox, sink) gauges.
+    Pair,
+    Deliveries,
+    AuthResult,
+    Bounces,
 }
 
 impl DeliveryMetrics {
@@ -111,13 +121,11 @@ impl DeliveryMetrics {
         }
     }
 
-    fn note(&self, mailbox: &str, labels: &[&str]) {
-        let mut key = vec![labels.len().to_string()];
-        key.extend(labels.iter().map(|s| s.to_string()));
+    fn note(&self, mailbox: &str, family: Family, labels: &[&str]) {
         lock(&self.written)
             .entry(mailbox.to_owned())
             .or_default()
-            .insert(key);
+            .insert((family, labels.iter().map(|s| s.to_string()).collect()));
     }
 
     /// A sink's series before its first read (down until it has worked once).
@@ -136,23 +144,25 @@ impl DeliveryMetrics {
     }
 
     pub(super) fn remove_mailbox(&self, mailbox: &str) {
-        for key in lock(&self.written).remove(mailbox).unwrap_or_default() {
-            let labels: Vec<&str> = key[1..].iter().map(String::as_str).collect();
-            let _ = match key[0].as_str() {
-                // (mailbox, sink)
-                "2" => {
+        for (family, labels) in lock(&self.written).remove(mailbox).unwrap_or_default() {
+            let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+            match family {
+                Family::Pair => {
                     let _ = self.delivery_success.remove_label_values(&labels);
                     let _ = self.delivery_last_seconds.remove_label_values(&labels);
                     let _ = self.delivery_dkim_valid.remove_label_values(&labels);
-                    self.delivery_pending.remove_label_values(&labels)
+                    let _ = self.delivery_pending.remove_label_values(&labels);
                 }
-                // (mailbox, sink, result) or (mailbox, class, code)
-                "3" => self
-                    .deliveries_total
-                    .remove_label_values(&labels)
-                    .or_else(|_| self.bounces_total.remove_label_values(&labels)),
-                _ => self.delivery_auth_result.remove_label_values(&labels),
-            };
+                Family::Deliveries => {
+                    let _ = self.deliveries_total.remove_label_values(&labels);
+                }
+                Family::AuthResult => {
+                    let _ = self.delivery_auth_result.remove_label_values(&labels);
+                }
+                Family::Bounces => {
+                    let _ = self.bounces_total.remove_label_values(&labels);
+                }
+            }
         }
     }
 }
@@ -163,8 +173,8 @@ impl DeliveryEvents for DeliveryMetrics {
         self.deliveries_total
             .with_label_values(&[m, s, r.outcome.as_str()])
             .inc();
-        self.note(m, &[m, s, r.outcome.as_str()]);
-        self.note(m, &[m, s]);
+        self.note(m, Family::Deliveries, &[m, s, r.outcome.as_str()]);
+        self.note(m, Family::Pair, &[m, s]);
         self.delivery_success
             .with_label_values(&[m, s])
             .set(i64::from(r.outcome == Outcome::Delivered));
@@ -191,7 +201,7 @@ impl DeliveryEvents for DeliveryMetrics {
             for (method, verdict) in &ar.verdicts {
                 let labels = [m, s, method.as_str(), verdict.as_str()];
                 self.delivery_auth_result.with_label_values(&labels).set(1);
-                self.note(m, &labels);
+                self.note(m, Family::AuthResult, &labels);
             }
         }
         if let Some(d) = &r.dkim {
@@ -204,14 +214,14 @@ impl DeliveryEvents for DeliveryMetrics {
     fn bounced(&self, mailbox: &str, b: &BounceInfo) {
         let labels = [mailbox, b.class.as_str(), b.code.as_str()];
         self.bounces_total.with_label_values(&labels).inc();
-        self.note(mailbox, &labels);
+        self.note(mailbox, Family::Bounces, &labels);
     }
 
     fn pending(&self, mailbox: &str, sink: &str, n: usize) {
         self.delivery_pending
             .with_label_values(&[mailbox, sink])
             .set(i64::try_from(n).unwrap_or(i64::MAX));
-        self.note(mailbox, &[mailbox, sink]);
+        self.note(mailbox, Family::Pair, &[mailbox, sink]);
     }
 
     fn sink_read(&self, sink: &str, failure: Option<Class>) {

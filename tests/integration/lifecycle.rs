@@ -396,3 +396,51 @@ fn a_stuck_server_never_delays_another_mailbox() {
         Some(0.0)
     );
 }
+
+/// A reload that adds a sink starts its reader and verifies from then on; one that
+/// removes it stops the reader and deletes its series (the mailboxes carry on).
+#[test]
+fn reload_adds_and_removes_a_sink() {
+    let _serial = serial::shared_blocking();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.yaml");
+    let mailbox = "mailboxes:
+  - name: demo-healthy
+    provider: demo
+    username: canary@demo.example
+    from: canary@demo.example
+    to: [canary-sink@demo.example]
+    interval: 10s
+    timeout: 5s
+";
+    std::fs::write(&cfg, mailbox).unwrap();
+    let d = Daemon::start(&cfg, &dir.path().join("state"), &["--probe.immediate"], &[]);
+    d.wait_ready(Duration::from_secs(15));
+    d.wait_metrics(Duration::from_secs(15), |b| {
+        metric_value(b, "smtp_canary_probe_success{mailbox=\"demo-healthy\"}").is_some()
+    });
+    let body = d.get("/metrics").map(|r| r.1).unwrap_or_default();
+    assert!(!body.contains("smtp_canary_sink_up{"), "no sink yet");
+
+    std::fs::write(
+        &cfg,
+        format!("{mailbox}sinks:\n  - name: demo-sink\n    provider: demo\n    address: canary-sink@demo.example\n"),
+    )
+    .unwrap();
+    assert_eq!(d.post("/-/reload").map(|r| r.0), Some(200));
+    let delivered = "smtp_canary_deliveries_total{mailbox=\"demo-healthy\",result=\"delivered\",sink=\"demo-sink\"}";
+    d.wait_metrics(Duration::from_secs(40), |b| {
+        metric_value(b, "smtp_canary_sink_up{sink=\"demo-sink\"}") == Some(1.0)
+            && metric_value(b, delivered).is_some()
+    });
+
+    std::fs::write(&cfg, mailbox).unwrap();
+    assert_eq!(d.post("/-/reload").map(|r| r.0), Some(200));
+    let body = d.wait_metrics(Duration::from_secs(10), |b| {
+        !b.contains("smtp_canary_sink_up{")
+    });
+    assert_eq!(
+        metric_value(&body, "smtp_canary_config_last_reload_successful"),
+        Some(1.0)
+    );
+}
