@@ -34,8 +34,11 @@ pub(super) struct DeliveryMetrics {
     sink_up: IntGaugeVec,
     sink_failures_total: IntCounterVec,
     /// Label sets written per mailbox, so a removed mailbox's series all go.
-    written: Mutex<HashMap<String, HashSet<(Family, Vec<String>)>>>,
+    written: Mutex<HashMap<String, HashSet<Written>>>,
 }
+
+/// One label set of a per-mailbox family.
+type Written = (Family, Vec<String>);
 
 /// Which per-mailbox family a remembered label set belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
