@@ -140,29 +140,49 @@ fn mailboxes(
         }
     };
     let mut mailboxes = Vec::new();
-    // (name, line) of every mailbox so far, for duplicate detection.
-    let mut names: Vec<(String, u64)> = Vec::new();
+    let mut names = Names::new("mailbox");
     for (i, entry) in list.value.iter().enumerate() {
         let key = p.index(i);
         if let Some(n) = &entry.value.name {
-            if let Some((_, line)) = names.iter().find(|(name, _)| *name == n.value) {
-                ctx.err(
-                    &n.referenced,
-                    &key.key("name"),
-                    format!(
-                        "duplicate mailbox name `{}` (first used at line {line})",
-                        n.value
-                    ),
-                );
-            } else {
-                names.push((n.value.clone(), n.referenced.line()));
-            }
+            names.check(ctx, &key, n);
         }
         if let Some(mb) = mailbox::mailbox(ctx, &key, entry, global) {
             mailboxes.push(Arc::new(mb));
         }
     }
     mailboxes
+}
+
+/// The names of one list so far (with their lines), for "duplicate name" errors.
+pub(super) struct Names {
+    what: &'static str,
+    seen: Vec<(String, u64)>,
+}
+
+impl Names {
+    pub(super) fn new(what: &'static str) -> Names {
+        Names {
+            what,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Records `n` (at `key.name`); false, with the error recorded, if it was used before.
+    pub(super) fn check(&mut self, ctx: &mut Ctx<'_>, key: &KeyPath, n: &Spanned<String>) -> bool {
+        if let Some((_, line)) = self.seen.iter().find(|(name, _)| *name == n.value) {
+            ctx.err(
+                &n.referenced,
+                &key.key("name"),
+                format!(
+                    "duplicate {} name `{}` (first used at line {line})",
+                    self.what, n.value
+                ),
+            );
+            return false;
+        }
+        self.seen.push((n.value.clone(), n.referenced.line()));
+        true
+    }
 }
 
 fn global(ctx: &mut Ctx<'_>, raw: Option<&Spanned<RawGlobal>>) -> Global {

@@ -49,31 +49,21 @@ pub(super) fn sinks(
     };
     let p = KeyPath::root("sinks");
     let mut out: Vec<Arc<Sink>> = Vec::new();
-    let mut names: Vec<(String, u64)> = Vec::new();
+    let mut names = super::Names::new("sink");
     for (i, entry) in list.value.iter().enumerate() {
         let key = p.index(i);
-        if let Some(n) = &entry.value.name {
-            if let Some((_, line)) = names.iter().find(|(name, _)| *name == n.value) {
-                ctx.err(
-                    &n.referenced,
-                    &key.key("name"),
-                    format!(
-                        "duplicate sink name `{}` (first used at line {line})",
-                        n.value
-                    ),
-                );
-            } else if mailboxes.iter().any(|m| m.name == n.value) {
-                ctx.err(
-                    &n.referenced,
-                    &key.key("name"),
-                    format!(
-                        "sink name `{}` is also a mailbox name; use a different one",
-                        n.value
-                    ),
-                );
-            } else {
-                names.push((n.value.clone(), n.referenced.line()));
-            }
+        if let Some(n) = &entry.value.name
+            && names.check(ctx, &key, n)
+            && mailboxes.iter().any(|m| m.name == n.value)
+        {
+            ctx.err(
+                &n.referenced,
+                &key.key("name"),
+                format!(
+                    "sink name `{}` is also a mailbox name; use a different one",
+                    n.value
+                ),
+            );
         }
         if let Some(s) = sink(ctx, &key, entry) {
             if let Some(other) = out.iter().find(|o| o.address == s.address) {
