@@ -356,8 +356,13 @@ async fn probe_once_inner(
         Some(store.clone()),
         Arc::new(crate::delivery::NoEvents),
     ));
-    let mut pool = wait_delivery
-        .then(|| SinkPool::new(sink_options(&prober, &tracker, &store, demo.as_ref()), None));
+    let mut pool = match wait_delivery {
+        true => Some(SinkPool::new(
+            sink_options(&prober, &tracker, &store, demo.as_ref())?,
+            None,
+        )),
+        false => None,
+    };
     if let Some(p) = &mut pool {
         p.apply(&cfg, &credentials(&cfg, &oauth)).await;
     }
@@ -439,13 +444,10 @@ fn sink_options(
     tracker: &Arc<Tracker>,
     store: &StateStore,
     demo: Option<&Demo>,
-) -> SinkReaderOptions {
+) -> anyhow::Result<SinkReaderOptions> {
     let resolver = prober.resolver().clone();
-    let dkim = DkimVerifier::new(resolver.clone()).unwrap_or_else(|e| {
-        tracing::error!(error = %e, "DKIM verifier unavailable");
-        std::process::exit(1)
-    });
-    SinkReaderOptions {
+    let dkim = DkimVerifier::new(resolver.clone()).map_err(|e| anyhow::anyhow!(e))?;
+    Ok(SinkReaderOptions {
         resolver,
         tls: Arc::new(TlsTrust::new()),
         dkim: Arc::new(dkim),
@@ -454,7 +456,7 @@ fn sink_options(
         store: Some(store.clone()),
         demo: demo.map(|d| d.relay.clone()),
         command_deadline: SINK_COMMAND_DEADLINE,
-    }
+    })
 }
 
 /// Deadline of each IMAP command of a sink reader.
@@ -578,7 +580,7 @@ async fn run_inner(flags: Flags) -> anyhow::Result<ExitCode> {
     shared.tracker = Some(tracker.clone());
     let shared = Arc::new(shared);
     let mut sinks = SinkPool::new(
-        sink_options(&prober, &tracker, &store, demo.as_ref()),
+        sink_options(&prober, &tracker, &store, demo.as_ref())?,
         Some(metrics.clone()),
     );
     let creds = credentials(&cfg, &oauth);

@@ -225,14 +225,19 @@ impl SinkReader {
             p.rejected(&token);
         }
         // The server's words may quote what it was sent.
-        let redactor = match oauth {
-            true => crate::redact::Redactor::new().secret(&secret),
-            false => Credentials::Password {
-                username: username.clone(),
-                password: crate::config::Secret::new(secret.clone()),
+        let secret = crate::config::Secret::new(secret);
+        let sent = if oauth {
+            Credentials::Bearer {
+                username,
+                token: secret,
             }
-            .redactor(),
+        } else {
+            Credentials::Password {
+                username,
+                password: secret,
+            }
         };
+        let redactor = sent.redactor();
         connected.map_err(|e| StoreError {
             class: e.class,
             message: redactor.scrub(&e.message).into_owned(),
