@@ -42,9 +42,17 @@ impl DeliveryEvents for Fanout {
     }
 }
 
+/// What a reader was started with: a reload that changes any of it (the sink, a
+/// password included, or which mailboxes it serves) restarts the reader.
+#[derive(PartialEq)]
+struct Started {
+    sink: Sink,
+    from_domains: Vec<(String, String)>,
+    bounce_for: Vec<String>,
+}
+
 struct Running {
-    /// What the reader was started with; a reload that changes it restarts the reader.
-    fingerprint: String,
+    started: Started,
     stop: watch::Sender<bool>,
     handle: JoinHandle<()>,
 }
@@ -145,15 +153,19 @@ impl SinkPool {
                 .filter(|m| m.from.eq_ignore_ascii_case(&sink.address))
                 .map(|m| (m.name.clone(), m.provider))
                 .collect();
-            let mut fp_domains: Vec<_> = from_domains.iter().collect();
-            fp_domains.sort();
-            let mut fp_bounce: Vec<_> = bounce_for.keys().collect();
-            fp_bounce.sort();
-            let fingerprint = format!("{sink:?}{fp_domains:?}{fp_bounce:?}");
+            let mut domains: Vec<(String, String)> = from_domains.clone().into_iter().collect();
+            domains.sort();
+            let mut bounces: Vec<String> = bounce_for.keys().cloned().collect();
+            bounces.sort();
+            let started = Started {
+                sink: (**sink).clone(),
+                from_domains: domains,
+                bounce_for: bounces,
+            };
             if self
                 .running
                 .get(&sink.name)
-                .is_some_and(|r| r.fingerprint == fingerprint && !r.handle.is_finished())
+                .is_some_and(|r| r.started == started && !r.handle.is_finished())
             {
                 continue;
             }
@@ -178,7 +190,7 @@ impl SinkPool {
             self.running.insert(
                 sink.name.clone(),
                 Running {
-                    fingerprint,
+                    started,
                     stop,
                     handle,
                 },
