@@ -250,10 +250,12 @@ impl SinkReader {
         let folders = self.folders(&mut store).await?;
         tracing::info!(sink = %self.sink.name, folders = ?folders.iter().map(|(f, _)| f.as_str()).collect::<Vec<_>>(), idle = store.has_idle(), "sink connected");
         loop {
+            // First, so a day's sweep is never cut short by a reader stopped right
+            // after a find.
+            self.sweep(&mut store, cursor, &folders).await?;
             for (folder, junk) in &folders {
                 self.read_folder(&mut store, cursor, folder, *junk).await?;
             }
-            self.sweep(&mut store, cursor, &folders).await?;
             self.save_cursor(cursor).await;
             *failures = 0;
             self.opts.events.sink_read(&self.sink.name, None);

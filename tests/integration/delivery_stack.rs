@@ -422,3 +422,73 @@ fn one_imap_session_per_sink_for_many_senders() {
     );
     assert_eq!(logins, 1, "one session for five senders:\n{log}");
 }
+
+/// Puts a message into the sink's INBOX with an old INTERNALDATE (IMAP APPEND, by
+/// Python's imaplib: Dovecot's own tools would date it now).
+fn append_old(stack: &Stack, message: &str, days_ago: u32) {
+    let script = r#"
+import imaplib, os, ssl, sys, time
+ctx = ssl.create_default_context(cafile=os.environ["CA"])
+ctx.check_hostname = False
+m = imaplib.IMAP4_SSL("127.0.0.1", int(os.environ["PORT"]), ssl_context=ctx)
+m.login(os.environ["USER"], os.environ["PASS"])
+when = time.time() - int(os.environ["DAYS"]) * 86400
+typ, _ = m.append("INBOX", None, imaplib.Time2Internaldate(when), sys.stdin.buffer.read())
+assert typ == "OK", typ
+m.logout()
+"#;
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .env("CA", stack.ca_file())
+        .env("PORT", stack.var("STACK_IMAPS_PORT"))
+        .env("USER", stack.sink_user())
+        .env("PASS", stack.sink_pass())
+        .env("DAYS", days_ago.to_string())
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin
+            .write_all(message.replace('\n', "\r\n").as_bytes())
+            .expect("message");
+    }
+    assert!(
+        child.wait().expect("python3").success(),
+        "IMAP APPEND failed"
+    );
+}
+
+#[test]
+#[ignore = "needs the mail stack"]
+fn the_daily_sweep_removes_only_old_canaries() {
+    let stack = Stack::get();
+    let old_canary = unique("oldcanary");
+    let old_foreign = unique("oldforeign");
+    append_old(
+        stack,
+        &format!(
+            "Subject: old canary\nMessage-ID: <{old_canary}@x>\nX-Smtp-Canary: gone-mailbox {old_canary}\n\nold canary {old_canary}\n"
+        ),
+        3,
+    );
+    append_old(
+        stack,
+        &format!(
+            "Subject: old mail\nMessage-ID: <{old_foreign}@x>\n\nsomeone's old mail {old_foreign}\n"
+        ),
+        3,
+    );
+    assert_eq!(in_sink_maildir(&old_canary), 1);
+    let name = unique("sweep");
+    let canary = Canary::with_sinks(&[sending(&name)], &[stack.sink("sink-sweep")], "2m");
+    let run = canary.probe_with(&name, &["--wait-delivery"]);
+    run.assert_success();
+    assert_eq!(in_sink_maildir(&old_canary), 0, "the old canary is swept");
+    assert_eq!(
+        in_sink_maildir(&old_foreign),
+        1,
+        "a message without our header stays"
+    );
+}
